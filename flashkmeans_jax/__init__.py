@@ -1,0 +1,27 @@
+"""flashkmeans-jax: exact k-means for JAX with Pallas GPU kernels.
+
+The algorithm rests on two pure functions, :func:`assign` (nearest centroid,
+fused distance + argmin) and :func:`update` (means of the clusters, by
+sort-inverse aggregation on GPU), which :func:`kmeans` runs inside one
+compiled ``lax.while_loop``.
+"""
+
+from flashkmeans_jax._types import KMeansResult
+from flashkmeans_jax._version import __version__
+from flashkmeans_jax.assignment import assign
+from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
+from flashkmeans_jax.lloyd import batched_kmeans, kmeans
+from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
+
+__all__ = [
+    "KMeansResult",
+    "__version__",
+    "assign",
+    "batched_kmeans",
+    "cluster_sums",
+    "finalize_centroids",
+    "init_kmeans_plusplus",
+    "init_random",
+    "kmeans",
+    "update",
+]

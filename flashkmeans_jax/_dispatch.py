@@ -1,0 +1,78 @@
+"""Choice of implementation and matmul precision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax import lax
+
+from flashkmeans_jax import _checks
+
+
+def resolve_impl(impl: str | None) -> str:
+  """Maps ``None``/``"auto"`` to the best implementation for the default backend.
+
+  ``"pallas"`` (the Triton-lowered kernels) on CUDA GPUs, ``"xla"`` elsewhere.
+  """
+  impl = _checks.check_impl(impl)
+  if impl != "auto":
+    return impl
+  return "pallas" if _on_cuda() else "xla"
+
+
+def _on_cuda() -> bool:
+  try:
+    dev = jax.devices()[0]
+  except RuntimeError:
+    return False
+  return dev.platform == "gpu" and "cuda" in getattr(dev.client, "platform_version", "cuda").lower()
+
+
+_PRECISION_NAMES = {
+    "default": lax.Precision.DEFAULT,
+    "fastest": lax.Precision.DEFAULT,
+    "bfloat16": lax.Precision.DEFAULT,
+    "high": lax.Precision.HIGH,
+    "tensorfloat32": lax.Precision.HIGH,
+    "bfloat16_3x": lax.Precision.HIGH,
+    "highest": lax.Precision.HIGHEST,
+    "float32": lax.Precision.HIGHEST,
+}
+
+
+def resolve_precision(precision: Any) -> Any:
+  """Returns a ``lax.Precision`` or ``lax.DotAlgorithmPreset`` for a float32 dot.
+
+  ``None`` follows ``jax.default_matmul_precision`` (JAX's own convention);
+  strings are those JAX accepts there; ``lax.Precision`` and
+  ``lax.DotAlgorithmPreset`` values pass through unchanged.
+  """
+  if precision is None:
+    precision = jax.config.jax_default_matmul_precision
+    if precision is None:
+      return lax.Precision.DEFAULT
+  if isinstance(precision, (lax.Precision, lax.DotAlgorithmPreset)):
+    return precision
+  if isinstance(precision, str):
+    key = precision.lower()
+    if key in _PRECISION_NAMES:
+      return _PRECISION_NAMES[key]
+    try:
+      return lax.DotAlgorithmPreset[precision.upper()]
+    except KeyError:
+      pass
+  raise ValueError(
+      "precision must be None, a lax.Precision, a lax.DotAlgorithmPreset or one "
+      f"of {sorted(_PRECISION_NAMES)}, got {precision!r}")
+
+
+def is_exact(precision: Any) -> bool:
+  """Whether a float32 dot at this precision is float32-accurate."""
+  return precision in (
+      lax.Precision.HIGHEST,
+      lax.DotAlgorithmPreset.F32_F32_F32,
+      lax.DotAlgorithmPreset.TF32_TF32_F32_X3,
+      lax.DotAlgorithmPreset.BF16_BF16_F32_X6,
+      lax.DotAlgorithmPreset.BF16_BF16_F32_X9,
+  )

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the project (first run) and runs the whole test suite. GPU tests
+# skip themselves without a CUDA device. pytest's exit code 5 (no tests
+# collected) is turned into a failure.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh" || exit 1
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+rc=0
+"$PY" -m pytest -n 2 -q "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi
+exit "$rc"
