@@ -1,0 +1,155 @@
+"""FlashAssign: fused distance + online argmin as a Pallas (Triton) kernel.
+
+One program owns ``block_n`` points, keeps them on chip and streams the
+centroids past them in tiles of ``block_k``: the cross term ``x . c^T`` runs on
+the tensor cores with a float32 accumulator, and each tile is folded into a
+running (min score, argmin) pair. Only labels (int32) and distances (float32)
+are written: the N x K distance matrix never reaches device memory.
+
+Scores and distances follow :mod:`flashkmeans_jax._metric`: the kernel
+minimises ``bias[k] - x . c[k]`` and finishes with ``||x||^2`` computed in
+float32 from the tile it already holds.
+
+Padding: the centroids (small) are padded to whole tiles with bias ``+inf`` so
+padded centroids never win; the points are not copied: rows past N and
+columns past D are masked loads (``other=0``) and masked stores.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from flashkmeans_jax import _dispatch
+from flashkmeans_jax import _metric
+from flashkmeans_jax.kernels import config as config_mod
+
+__all__ = ["flash_assign", "flash_assign_reference", "kernel_precision"]
+
+
+def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
+  """Precision handed to the in-kernel dot.
+
+  16-bit operands: the default (native MMA with float32 accumulation).
+  float32: JAX's precision, except that HIGHEST (a true float32 dot, ~50x
+  slower in the Triton lowering) becomes the 3-pass TF32 algorithm, which is
+  float32-accurate for the argmin. Interpret mode runs the dot with XLA on
+  the host, where HIGHEST is native and the 3-pass presets do not exist.
+  """
+  if jnp.dtype(dtype).itemsize == 2:
+    return None
+  if interpret:
+    return precision
+  if precision in (lax.Precision.HIGHEST, lax.DotAlgorithmPreset.F32_F32_F32):
+    return lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+  return precision
+
+
+def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, block_n,
+                         block_k, block_d, n_k_tiles, metric, precision):
+  row0 = pl.program_id(0) * block_n
+  row_mask = row0 + jnp.arange(block_n) < n
+  n_d_tiles = c_ref.shape[1] // block_d
+
+  def load_x(t):
+    col_mask = t * block_d + jnp.arange(block_d) < d
+    return plgpu.load(x_ref.at[pl.ds(row0, block_n), pl.ds(t * block_d, block_d)],
+                      mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+
+  def sqnorm(xt):
+    xf = xt.astype(jnp.float32)
+    return jnp.sum(xf * xf, axis=1)
+
+  if n_d_tiles == 1:
+    x_tile = load_x(0)  # stays on chip for the whole centroid sweep
+    xsq = sqnorm(x_tile)
+
+    def cross(j):
+      c = c_ref[pl.ds(j * block_k, block_k), :]
+      return plgpu.dot(x_tile, c, trans_b=True, precision=precision)
+  else:
+    xsq = lax.fori_loop(0, n_d_tiles, lambda t, acc: acc + sqnorm(load_x(t)),
+                        jnp.zeros((block_n,), jnp.float32))
+
+    def cross(j):
+      def body(t, acc):
+        c = c_ref[pl.ds(j * block_k, block_k), pl.ds(t * block_d, block_d)]
+        return acc + plgpu.dot(load_x(t), c, trans_b=True, precision=precision)
+      return lax.fori_loop(0, n_d_tiles, body, jnp.zeros((block_n, block_k), jnp.float32))
+
+  def sweep(j, carry):
+    best, arg = carry
+    s = bias_ref[pl.ds(j * block_k, block_k)][None, :] - cross(j)
+    tile_best = jnp.min(s, axis=1)
+    tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32) + j * block_k
+    # Strict `<`: on equal scores the earlier tile, hence the lower index, stays.
+    better = tile_best < best
+    return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
+
+  best, arg = lax.fori_loop(
+      0, n_k_tiles, sweep,
+      (jnp.full((block_n,), jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
+  dist = _metric.finish_distance(best, xsq, metric)
+  plgpu.store(labels_ref.at[pl.ds(row0, block_n)], arg, mask=row_mask)
+  plgpu.store(dist_ref.at[pl.ds(row0, block_n)], dist, mask=row_mask)
+
+
+@functools.partial(jax.jit, static_argnames=("metric", "precision", "config", "interpret"))
+def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
+                 precision: Any = None, config: config_mod.AssignConfig | None = None,
+                 interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Nearest centroid for every point with the FlashAssign kernel.
+
+  Args:
+    x: ``[N, D]`` float16, bfloat16 or float32 points (any N and D).
+    centroids: ``[K, D]``, any float dtype; cast to ``x.dtype`` for the dot.
+    metric: ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``.
+    precision: float32 dot precision (see :func:`kernel_precision`).
+    config: tiling; ``None`` picks one with :func:`config.assign_config`.
+    interpret: run the kernel in Pallas interpret mode (any backend).
+
+  Returns:
+    ``labels int32[N]`` (ties to the lowest index) and ``dist float32[N]``.
+  """
+  n, d = x.shape
+  k = centroids.shape[0]
+  precision = kernel_precision(x.dtype, _dispatch.resolve_precision(precision), interpret)
+  exact = precision == lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+  cfg = config or config_mod.assign_config(n, k, d, x.dtype, exact_f32=exact)
+  dp = max(16, config_mod.next_pow2(d))
+  block_d = min(cfg.block_d, dp)
+  block_k = min(cfg.block_k, max(16, config_mod.next_pow2(k)))
+  block_n = min(cfg.block_n, max(16, config_mod.next_pow2(n)))
+  k_pad = pl.cdiv(k, block_k) * block_k
+
+  c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
+  c = jnp.pad(c, ((0, k_pad - k), (0, dp - d)))
+  bias = jnp.pad(bias, (0, k_pad - k), constant_values=jnp.inf)
+
+  kernel = functools.partial(
+      _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
+      n_k_tiles=k_pad // block_k, metric=metric, precision=precision)
+  return pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),
+                 jax.ShapeDtypeStruct((n,), jnp.float32)),
+      grid=(pl.cdiv(n, block_n),),
+      compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps,
+                                           num_stages=cfg.num_stages),
+      interpret=interpret,
+      name="flash_assign",
+  )(x, c, bias)
+
+
+def flash_assign_reference(x: jax.Array, centroids: jax.Array, *,
+                           metric: str = "sqeuclidean",
+                           precision: Any = None) -> tuple[jax.Array, jax.Array]:
+  """Plain-JAX reference of :func:`flash_assign` (materialises ``[N, K]``)."""
+  from flashkmeans_jax.assignment import assign_reference
+  return assign_reference(x, centroids, metric=metric, precision=precision)

@@ -1,0 +1,157 @@
+"""Sort-inverse centroid update as a Pallas (Triton) kernel, without atomics.
+
+Instead of scattering every point into its cluster (contended atomics on a few
+hot rows), the labels are argsorted once, so the points of each cluster form
+one contiguous run of the permutation. Each run is cut into *work items* of
+at most ``rows_per_item`` points; one program reduces one item, gathering its
+rows through the permutation, into a float32 partial sum. Items never mix
+clusters, so every partial belongs to exactly one cluster and a final sorted
+``segment_sum`` over the few partials (at most ``N / rows_per_item + K``
+rows) gives the sums. No two programs write the same location, which keeps
+the kernel exact in interpret mode too, and a huge cluster is spread over
+many programs instead of serialising one.
+
+Points whose row holds NaN or Inf are left out (weight 0), as in the XLA path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from flashkmeans_jax.kernels import config as config_mod
+
+__all__ = ["sorted_cluster_sums", "work_items", "sorted_cluster_sums_reference"]
+
+
+def work_items(labels: jax.Array, k: int, rows_per_item: int):
+  """Permutation and work list of the sort-inverse update.
+
+  Args:
+    labels: ``int32[N]`` in ``[0, k)``.
+
+  Returns:
+    ``perm int32[N]`` (points in cluster order), and for each of the
+    ``W = ceil(N / rows_per_item) + k`` work items: ``start``, ``end`` (a
+    half-open range of ``perm``; empty for unused items) and ``cluster``
+    (int32; unused items point at cluster 0 with an empty range).
+  """
+  n = labels.shape[0]
+  perm = jnp.argsort(labels).astype(jnp.int32)
+  sorted_labels = labels[perm]
+  offsets = jnp.searchsorted(sorted_labels, jnp.arange(k + 1, dtype=labels.dtype),
+                             side="left").astype(jnp.int32)
+  sizes = offsets[1:] - offsets[:-1]
+  chunks = (sizes + rows_per_item - 1) // rows_per_item
+  last = jnp.cumsum(chunks)  # one past each cluster's last item
+  w = pl.cdiv(n, rows_per_item) + k
+  item = jnp.arange(w, dtype=jnp.int32)
+  cluster = jnp.searchsorted(last, item, side="right").astype(jnp.int32)
+  used = cluster < k
+  cl = jnp.minimum(cluster, k - 1)
+  start = offsets[cl] + (item - (last[cl] - chunks[cl])) * rows_per_item
+  end = jnp.minimum(start + rows_per_item, offsets[cl + 1])
+  start = jnp.where(used, start, 0)
+  end = jnp.where(used, end, 0)
+  return perm, start, end, jnp.where(used, cl, 0)
+
+
+def _sums_kernel(x_ref, perm_ref, w_ref, start_ref, end_ref, sums_ref, counts_ref, *, d,
+                 block_rows, block_d):
+  item = pl.program_id(0)
+  col0 = pl.program_id(1) * block_d
+  cols = col0 + jnp.arange(block_d)
+  col_mask = cols < d
+  start = start_ref[item]
+  end = end_ref[item]
+
+  def body(s, carry):
+    acc, cnt = carry
+    r = start + s * block_rows + jnp.arange(block_rows)
+    rmask = r < end
+    idx = plgpu.load(perm_ref.at[r], mask=rmask, other=0)
+    wv = plgpu.load(w_ref.at[idx], mask=rmask, other=0.0)
+    xv = plgpu.load(x_ref.at[idx[:, None], cols[None, :]],
+                    mask=rmask[:, None] & col_mask[None, :], other=0.0).astype(jnp.float32)
+    # x * 0 is NaN exactly for non-finite entries: such rows get weight 0. The
+    # check sees only this program's columns, so with several column blocks
+    # the count check below re-reads the whole row.
+    wv = jnp.where(jnp.sum(xv * 0.0, axis=1) == 0.0, wv, 0.0)
+    return acc + jnp.where(wv[:, None] != 0.0, xv * wv[:, None], 0.0), cnt + wv
+
+  n_steps = (end - start + block_rows - 1) // block_rows
+  acc, cnt = lax.fori_loop(
+      0, n_steps, body,
+      (jnp.zeros((block_rows, block_d), jnp.float32), jnp.zeros((block_rows,), jnp.float32)))
+  plgpu.store(sums_ref.at[item, pl.ds(col0, block_d)], jnp.sum(acc, axis=0))
+
+  @pl.when(pl.program_id(1) == 0)
+  def _():
+    counts_ref[item] = jnp.sum(cnt)
+
+
+def _finite_weights(x, weights):
+  """Weights with rows holding NaN/Inf zeroed (needed when D spans several
+  column blocks: each program sees only its own columns)."""
+  ok = jnp.all(jnp.isfinite(x), axis=1)
+  w = jnp.ones(x.shape[:1], jnp.float32) if weights is None else weights.astype(jnp.float32)
+  return jnp.where(ok, w, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "config", "interpret"))
+def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
+                        weights: jax.Array | None = None,
+                        config: config_mod.UpdateConfig | None = None,
+                        interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Per-cluster float32 sums and weight counts by sort-inverse aggregation.
+
+  Args:
+    x: ``[N, D]`` points, any float dtype.
+    labels: ``int[N]`` in ``[0, k)``.
+    k: number of clusters.
+    weights: optional ``float[N]`` (>= 0).
+    config: tiling; ``None`` picks one with :func:`config.update_config`.
+    interpret: run in Pallas interpret mode.
+
+  Returns:
+    ``sums float32[K, D]`` and ``counts float32[K]``.
+  """
+  n, d = x.shape
+  cfg = config or config_mod.update_config(n, k, d, x.dtype)
+  dp = max(16, config_mod.next_pow2(d))
+  block_d = min(cfg.block_d, dp)
+  n_col_blocks = dp // block_d
+  labels = labels.astype(jnp.int32)
+  perm, start, end, cluster = work_items(labels, k, cfg.rows_per_item)
+  if n_col_blocks > 1:
+    w = _finite_weights(x, weights)
+  else:
+    w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  n_items = start.shape[0]
+  kernel = functools.partial(_sums_kernel, d=d, block_rows=cfg.block_rows, block_d=block_d)
+  partial_sums, partial_counts = pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((n_items, dp), jnp.float32),
+                 jax.ShapeDtypeStruct((n_items,), jnp.float32)),
+      grid=(n_items, n_col_blocks),
+      compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps,
+                                           num_stages=cfg.num_stages),
+      interpret=interpret,
+      name="sorted_cluster_sums",
+  )(x, perm, w, start, end)
+  sums = jax.ops.segment_sum(partial_sums[:, :d], cluster, num_segments=k,
+                             indices_are_sorted=True)
+  counts = jax.ops.segment_sum(partial_counts, cluster, num_segments=k,
+                               indices_are_sorted=True)
+  return sums, counts
+
+
+def sorted_cluster_sums_reference(x, labels, k, weights=None):
+  """Plain-JAX reference: one unsorted ``segment_sum`` (same NaN rule)."""
+  from flashkmeans_jax.centroid_update import update_reference
+  return update_reference(x, labels, k, weights)

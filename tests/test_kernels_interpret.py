@@ -1,0 +1,111 @@
+"""The Pallas kernels in interpret mode on the CPU (the GPU lowering's own rules
+are checked by tests/gpu/)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax.kernels import config, flash_assign, sorted_update
+from tests import cases
+
+IMPL = "pallas_interpret"
+
+
+@pytest.mark.parametrize("n,k,d", cases.ASSIGN_SHAPES)
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("dtype", list(cases.DTYPES))
+def test_assign(n, k, d, metric, dtype):
+  cases.check_assign(IMPL, n, k, d, cases.DTYPES[dtype], metric, precision="highest")
+
+
+def test_assign_ties_lowest_index():
+  cases.check_assign_ties(IMPL)
+
+
+@pytest.mark.parametrize("cfg", [
+    config.AssignConfig(block_n=16, block_k=16, block_d=16),   # many tiles, D tiled
+    config.AssignConfig(block_n=32, block_k=64, block_d=32),
+])
+def test_assign_small_tiles_and_d_tiling(cfg):
+  # Tiny blocks force several centroid tiles, a partial last row tile and the
+  # in-kernel loop over D (block_d < padded D).
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(101, 70)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(45, 70)), jnp.float32)
+  for metric in cases.METRICS:
+    l, d = flash_assign.flash_assign(x, c, metric=metric, config=cfg, interpret=True,
+                                     precision="highest")
+    lr, dr = fk.assign(x, c, metric=metric, impl="xla", precision="highest")
+    np.testing.assert_array_equal(np.asarray(l), np.asarray(lr))
+    np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-5, atol=1e-4)
+
+
+def test_assign_never_picks_padded_centroid():
+  # K=3 padded to a 16-wide tile: the zero padding rows would win for points
+  # near the origin under "dot" and "sqeuclidean" if they were not masked.
+  x = jnp.zeros((20, 4), jnp.float32).at[:, 0].set(-1.0)
+  c = jnp.asarray([[5.0, 0, 0, 0], [6.0, 0, 0, 0], [7.0, 0, 0, 0]], jnp.float32)
+  for metric in cases.METRICS:
+    l, _ = fk.assign(x, c, metric=metric, impl=IMPL)
+    assert int(l.max()) < 3
+
+
+def test_assign_float16_norm_does_not_overflow():
+  # ||x||^2 = 128 * 1e4^2 overflows float16; the kernel keeps it in float32.
+  x = jnp.full((32, 128), 1e4, jnp.float16)
+  c = jnp.concatenate([jnp.full((1, 128), 1e4, jnp.float16),
+                       jnp.zeros((1, 128), jnp.float16)])
+  l, d = fk.assign(x, c, impl=IMPL)
+  assert np.all(np.asarray(l) == 0)
+  assert np.all(np.isfinite(np.asarray(d))) and float(d.max()) == 0.0
+
+
+@pytest.mark.parametrize("n,k,d", [(1000, 7, 17), (999, 100, 96), (300, 1, 200), (50, 64, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_update(n, k, d, dtype, weighted):
+  cases.check_update(IMPL, n, k, d, cases.DTYPES[dtype], weighted)
+
+
+def test_update_skewed_clusters_and_empty():
+  cases.check_update_skewed(IMPL)
+
+
+def test_work_items_partition_every_point():
+  rng = np.random.default_rng(0)
+  labels = jnp.asarray(np.sort(rng.integers(0, 9, 1000))[::-1].copy(), jnp.int32)
+  perm, start, end, cluster = sorted_update.work_items(labels, 9, 64)
+  seen = np.zeros(1000, int)
+  lab = np.asarray(labels)
+  for s, e, c in zip(np.asarray(start), np.asarray(end), np.asarray(cluster)):
+    assert e - s <= 64
+    idx = np.asarray(perm)[s:e]
+    seen[idx] += 1
+    assert np.all(lab[idx] == c)
+  np.testing.assert_array_equal(seen, 1)
+
+
+def test_update_skips_non_finite_rows():
+  x = jnp.asarray([[1.0, 2.0], [jnp.nan, 0.0], [3.0, 4.0], [jnp.inf, 1.0]], jnp.float32)
+  lab = jnp.asarray([0, 0, 0, 1], jnp.int32)
+  s, c = fk.cluster_sums(x, lab, 2, impl=IMPL)
+  np.testing.assert_allclose(np.asarray(s), [[4.0, 6.0], [0.0, 0.0]])
+  np.testing.assert_allclose(np.asarray(c), [2.0, 0.0])
+
+
+def test_vmap_assign():
+  cases.check_vmap_assign(IMPL)
+
+
+def test_vmap_update():
+  cases.check_vmap_update(IMPL)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_grad(metric):
+  cases.check_grad(IMPL, metric)
+
+
+def test_kmeans_matches_xla():
+  cases.check_kmeans_matches_xla(IMPL)
