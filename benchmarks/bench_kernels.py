@@ -46,10 +46,10 @@ def official_assign_update():
 
 def sweep_configs(d):
   dp = max(16, cfgmod.next_pow2(d))
-  for bn, bk, w, s in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4)):
-    if bn * bk > 128 * 128 * 2 or (bn == 256 and w == 4):
+  for bn, bk, w, s in itertools.product((64, 128, 256), (64, 128), (4, 8), (2, 3, 4)):
+    if bn == 256 and w == 4:
       continue
-    for bd in sorted({dp, min(dp, 128)}):
+    for bd in sorted({dp, min(dp, 128)} if dp > 256 else {dp}):
       yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=bd, num_warps=w, num_stages=s)
 
 
