@@ -46,11 +46,71 @@ def official_assign_update():
 
 def sweep_configs(d):
   dp = max(16, cfgmod.next_pow2(d))
-  for bn, bk, w, s in itertools.product((64, 128, 256), (64, 128), (4, 8), (2, 3, 4)):
+  for bn, bk, w, s in itertools.product((64, 128, 256), (64, 128), (4, 8), (2, 3)):
     if bn == 256 and w == 4:
       continue
     for bd in sorted({dp, min(dp, 128)} if dp > 256 else {dp}):
       yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=bd, num_warps=w, num_stages=s)
+
+
+def update_sweep(n, k, d, dtype, rows):
+  """Times the pieces of the sort-inverse update and a few kernel configs."""
+  kx, kl = jax.random.split(jax.random.key(1))
+  x = jax.random.normal(kx, (n, d), dtype)
+  labels = jax.random.randint(kl, (n,), 0, k, jnp.int32)
+  pieces = {
+      "argsort_stable": jax.jit(lambda l: jnp.argsort(l)),
+      "argsort_unstable": jax.jit(lambda l: jnp.argsort(l, stable=False)),
+      "packed_sort": jax.jit(lambda l: sorted_update.sort_by_label(l, k)),
+      "work_items": jax.jit(lambda l: sorted_update.work_items(l, k, 256)),
+      "xla_scatter_sums": jax.jit(lambda l: centroid_update.cluster_sums_xla(x, l, k)),
+  }
+  rec = dict(n=n, k=k, d=d, dtype=str(dtype), kind="update_pieces")
+  for name, f in pieces.items():
+    rec[name] = _timing.time_jax(f, labels)
+  print(json.dumps(rec), flush=True)
+  rows.append(rec)
+  w = jnp.ones((n,), jnp.float32)
+  dp = max(16, cfgmod.next_pow2(d))
+  for rpi, br, bd, nw in itertools.product((128, 256, 512), (16, 32, 64), sorted({min(dp, 64), min(dp, 128)}), (4,)):
+    cfg = cfgmod.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
+                              num_stages=2)
+    perm, start, end, cluster = jax.jit(lambda l: sorted_update.work_items(l, k, rpi))(labels)
+    try:
+      f = jax.jit(lambda x, p, w, s, e, cfg=cfg: sorted_update.partial_sums(x, p, w, s, e, config=cfg))
+      ms_kernel = _timing.time_jax(f, x, perm, w, start, end, reps=3, inner=3, warmup=1)
+      g = jax.jit(lambda x, l, cfg=cfg: sorted_update.sorted_cluster_sums(x, l, k, config=cfg))
+      ms_total = _timing.time_jax(g, x, labels, reps=3, inner=3, warmup=1)
+    except Exception as e:  # noqa: BLE001
+      ms_kernel = ms_total = None
+      print("update cfg failed", cfg, repr(e)[:200])
+    r = dict(n=n, k=k, d=d, kind="update_sweep", cfg=str(cfg), kernel_ms=ms_kernel,
+             total_ms=ms_total)
+    rows.append(r)
+    print(json.dumps(r), flush=True)
+
+
+def big_assign(rows):
+  """N=2^22, K=65536, D=128 float16: runs, and peak memory stays O(data)."""
+  n, k, d = 1 << 22, 65536, 128
+  x = jax.random.normal(jax.random.key(0), (n, d), jnp.float16)
+  c = jax.random.normal(jax.random.key(1), (k, d), jnp.float16)
+  jax.block_until_ready((x, c))
+  base = _timing.peak_bytes()
+  f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c))
+  ms = _timing.time_jax(f, x, c, reps=3, inner=1, warmup=1)
+  peak = _timing.peak_bytes()
+  rec = dict(kind="big_assign", n=n, k=k, d=d, ms=ms, tflops=2.0 * n * k * d / ms / 1e9,
+             data_bytes=x.nbytes + c.nbytes, peak_bytes=peak, peak_before=base,
+             nk_matrix_bytes=4 * n * k)
+  try:
+    g = jax.jit(lambda x, c: assignment.assign_reference(x, c))
+    jax.block_until_ready(g(x, c))
+    rec["xla_dense"] = "ran"
+  except Exception as e:  # noqa: BLE001
+    rec["xla_dense"] = f"failed: {repr(e)[:160]}"
+  print(json.dumps(rec), flush=True)
+  rows.append(rec)
 
 
 def main():
@@ -59,11 +119,22 @@ def main():
   ap.add_argument("--sweep", action="store_true", help="sweep assign tile configs")
   ap.add_argument("--dtype", default="float16")
   ap.add_argument("--shapes", default="all", help="comma list of shape indices")
+  ap.add_argument("--update-sweep", action="store_true")
+  ap.add_argument("--big", action="store_true", help="N=2^22, K=65536 assign + peak memory")
+  ap.add_argument("--no-main", action="store_true", help="skip the per-shape comparison")
   args = ap.parse_args()
   dtype = jnp.dtype(args.dtype)
   rows = []
+  if args.update_sweep:
+    update_sweep(1 << 20, 1024, 128, dtype, rows)
+  if args.big:
+    big_assign(rows)
+  if args.no_main:
+    shapes_override = []
   off = official_assign_update()
   shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+  if args.no_main:
+    shapes = shapes_override
   print(_timing.versions(), flush=True)
   for (n, k, d) in shapes:
     kx, kc, kl = jax.random.split(jax.random.key(0), 3)

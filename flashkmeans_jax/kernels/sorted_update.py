@@ -26,7 +26,27 @@ from jax.experimental.pallas import triton as plgpu
 
 from flashkmeans_jax.kernels import config as config_mod
 
-__all__ = ["sorted_cluster_sums", "work_items", "sorted_cluster_sums_reference"]
+__all__ = ["sorted_cluster_sums", "work_items", "sort_by_label", "partial_sums",
+           "sorted_cluster_sums_reference"]
+
+
+def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """``(perm, labels[perm])``: the points in cluster order.
+
+  When ``label`` and ``index`` fit together in 32 bits the permutation comes
+  from one keys-only sort of ``label << bits(N) | index`` (a single radix sort
+  on GPU, several times faster than sorting (key, index) pairs); otherwise it
+  is ``jnp.argsort(labels)``. Both give the same, stable order.
+  """
+  n = labels.shape[0]
+  shift = max(1, (n - 1).bit_length())
+  if shift + max(1, (k - 1).bit_length()) <= 32:
+    keys = (labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32)
+    keys = jnp.sort(keys)
+    perm = (keys & jnp.uint32((1 << shift) - 1)).astype(jnp.int32)
+    return perm, (keys >> shift).astype(jnp.int32)
+  perm = jnp.argsort(labels).astype(jnp.int32)
+  return perm, labels[perm]
 
 
 def work_items(labels: jax.Array, k: int, rows_per_item: int):
@@ -42,8 +62,7 @@ def work_items(labels: jax.Array, k: int, rows_per_item: int):
     (int32; unused items point at cluster 0 with an empty range).
   """
   n = labels.shape[0]
-  perm = jnp.argsort(labels).astype(jnp.int32)
-  sorted_labels = labels[perm]
+  perm, sorted_labels = sort_by_label(labels, k)
   offsets = jnp.searchsorted(sorted_labels, jnp.arange(k + 1, dtype=labels.dtype),
                              side="left").astype(jnp.int32)
   sizes = offsets[1:] - offsets[:-1]
@@ -103,6 +122,28 @@ def _finite_weights(x, weights):
   return jnp.where(ok, w, 0.0)
 
 
+def partial_sums(x: jax.Array, perm: jax.Array, w: jax.Array, start: jax.Array,
+                 end: jax.Array, *, config: config_mod.UpdateConfig,
+                 interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+  """The kernel: float32 sums ``[W, Dp]`` and weight sums ``[W]`` of the rows
+  ``x[perm[start[w]:end[w]]]`` of every work item ``w``."""
+  d = x.shape[1]
+  dp = max(16, config_mod.next_pow2(d))
+  block_d = min(config.block_d, dp)
+  n_items = start.shape[0]
+  kernel = functools.partial(_sums_kernel, d=d, block_rows=config.block_rows, block_d=block_d)
+  return pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((n_items, dp), jnp.float32),
+                 jax.ShapeDtypeStruct((n_items,), jnp.float32)),
+      grid=(n_items, dp // block_d),
+      compiler_params=plgpu.CompilerParams(num_warps=config.num_warps,
+                                           num_stages=config.num_stages),
+      interpret=interpret,
+      name="sorted_cluster_sums",
+  )(x, perm, w, start, end)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "config", "interpret"))
 def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
                         weights: jax.Array | None = None,
@@ -124,27 +165,16 @@ def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   n, d = x.shape
   cfg = config or config_mod.update_config(n, k, d, x.dtype)
   dp = max(16, config_mod.next_pow2(d))
-  block_d = min(cfg.block_d, dp)
-  n_col_blocks = dp // block_d
+  n_col_blocks = dp // min(cfg.block_d, dp)
   labels = labels.astype(jnp.int32)
   perm, start, end, cluster = work_items(labels, k, cfg.rows_per_item)
   if n_col_blocks > 1:
     w = _finite_weights(x, weights)
   else:
     w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
-  n_items = start.shape[0]
-  kernel = functools.partial(_sums_kernel, d=d, block_rows=cfg.block_rows, block_d=block_d)
-  partial_sums, partial_counts = pl.pallas_call(
-      kernel,
-      out_shape=(jax.ShapeDtypeStruct((n_items, dp), jnp.float32),
-                 jax.ShapeDtypeStruct((n_items,), jnp.float32)),
-      grid=(n_items, n_col_blocks),
-      compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps,
-                                           num_stages=cfg.num_stages),
-      interpret=interpret,
-      name="sorted_cluster_sums",
-  )(x, perm, w, start, end)
-  sums = jax.ops.segment_sum(partial_sums[:, :d], cluster, num_segments=k,
+  partial, partial_counts = partial_sums(x, perm, w, start, end, config=cfg,
+                                         interpret=interpret)
+  sums = jax.ops.segment_sum(partial[:, :d], cluster, num_segments=k,
                              indices_are_sorted=True)
   counts = jax.ops.segment_sum(partial_counts, cluster, num_segments=k,
                                indices_are_sorted=True)

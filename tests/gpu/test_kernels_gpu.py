@@ -8,7 +8,7 @@ import pytest
 
 import flashkmeans_jax as fk
 from flashkmeans_jax.kernels import config, flash_assign
-from tests import cases
+from tests import cases, helpers
 
 pytestmark = pytest.mark.gpu
 IMPL = "pallas"
@@ -32,7 +32,7 @@ def test_exact_mode_labels_equal_float64():
   x = rng.normal(size=(20000, 128)).astype(np.float32)
   c = rng.normal(size=(1024, 128)).astype(np.float32)
   lab, _ = fk.assign(jnp.asarray(x), jnp.asarray(c), impl=IMPL, precision="highest")
-  d = ((x.astype(np.float64)[:, None, :] - c.astype(np.float64)[None]) ** 2).sum(-1)
+  d = helpers.np_distances(x, c, "sqeuclidean")
   ref = d.argmin(1)
   agree = float((np.asarray(lab) == ref).mean())
   gap = d[np.arange(len(ref)), np.asarray(lab)] - d[np.arange(len(ref)), ref]
@@ -97,5 +97,4 @@ def test_batched_kmeans_one_launch_grid():
   x = jnp.zeros((4, 256, 16), jnp.float16)
   c = jnp.zeros((4, 8, 16), jnp.float16)
   hlo = jax.jit(jax.vmap(lambda x, c: fk.assign(x, c, impl=IMPL))).lower(x, c).as_text()
-  assert hlo.count("flash_assign") >= 1
-  assert hlo.count("custom_call_target=\"__gpu$xla.gpu.triton\"") <= 1 or True
+  assert hlo.count("__gpu$xla.gpu.triton") == 1, hlo.count("__gpu$xla.gpu.triton")
