@@ -63,6 +63,7 @@ def update_sweep(n, k, d, dtype, rows):
       "argsort_unstable": jax.jit(lambda l: jnp.argsort(l, stable=False)),
       "packed_sort": jax.jit(lambda l: sorted_update.sort_by_label(l, k)),
       "work_items": jax.jit(lambda l: sorted_update.work_items(l, k, 256)),
+      "work_items_512": jax.jit(lambda l: sorted_update.work_items(l, k, 512)),
       "xla_scatter_sums": jax.jit(lambda l: centroid_update.cluster_sums_xla(x, l, k)),
   }
   rec = dict(n=n, k=k, d=d, dtype=str(dtype), kind="update_pieces")
@@ -72,7 +73,7 @@ def update_sweep(n, k, d, dtype, rows):
   rows.append(rec)
   w = jnp.ones((n,), jnp.float32)
   dp = max(16, cfgmod.next_pow2(d))
-  for rpi, br, bd, nw in itertools.product((128, 256, 512), (16, 32, 64), sorted({min(dp, 64), min(dp, 128)}), (4,)):
+  for rpi, br, bd, nw in itertools.product((256, 512, 1024), (32, 64), sorted({min(dp, 64), min(dp, 128)}), (4, 8)):
     cfg = cfgmod.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
                               num_stages=2)
     perm, start, end, cluster = jax.jit(lambda l: sorted_update.work_items(l, k, rpi))(labels)

@@ -63,14 +63,18 @@ def work_items(labels: jax.Array, k: int, rows_per_item: int):
   """
   n = labels.shape[0]
   perm, sorted_labels = sort_by_label(labels, k)
+  # "scan_unrolled": the default "scan" is a while loop, and on GPU every
+  # trip of a while loop costs a host round-trip (measured: 1.08 ms for this
+  # function at N=2^20, K=1024, against 0.17 ms for the kernel itself).
   offsets = jnp.searchsorted(sorted_labels, jnp.arange(k + 1, dtype=labels.dtype),
-                             side="left").astype(jnp.int32)
+                             side="left", method="scan_unrolled").astype(jnp.int32)
   sizes = offsets[1:] - offsets[:-1]
   chunks = (sizes + rows_per_item - 1) // rows_per_item
   last = jnp.cumsum(chunks)  # one past each cluster's last item
   w = pl.cdiv(n, rows_per_item) + k
   item = jnp.arange(w, dtype=jnp.int32)
-  cluster = jnp.searchsorted(last, item, side="right").astype(jnp.int32)
+  cluster = jnp.searchsorted(last, item, side="right",
+                             method="scan_unrolled").astype(jnp.int32)
   used = cluster < k
   cl = jnp.minimum(cluster, k - 1)
   start = offsets[cl] + (item - (last[cl] - chunks[cl])) * rows_per_item
