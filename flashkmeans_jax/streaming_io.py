@@ -31,15 +31,17 @@ class StreamingReadError(RuntimeError):
   """A chunk of the host data (or weights) could not be read.
 
   Attributes:
-    chunk: index of the chunk (``rows // chunk_size``).
+    chunk: index of the chunk (``start // chunk_size``), ``None`` for reads
+      outside the chunk grid (seeding).
     start, stop: the half-open row range ``[start, stop)`` of that chunk.
     what: which array (``"host_x"``, ``"weights"``, ...).
   """
 
-  def __init__(self, what: str, chunk: int, start: int, stop: int, reason: str):
+  def __init__(self, what: str, chunk: int | None, start: int, stop: int, reason: str):
     self.what, self.chunk, self.start, self.stop = what, chunk, start, stop
+    where = f"rows {start}:{stop}" if chunk is None else f"chunk {chunk} (rows {start}:{stop})"
     super().__init__(
-        f"could not read chunk {chunk} (rows {start}:{stop}) of {what}: {reason}; "
+        f"could not read {where} of {what}: {reason}; "
         "the run was stopped, no partial result is returned")
 
 
@@ -85,8 +87,6 @@ class HostSource:
     self.dtype = np.dtype(data.dtype)
     self.out_dtype = np.dtype(dtype) if dtype is not None else self.dtype
     self._mm = _mmap_of(data)
-    if self._mm is not None and self.shape[0] > 0:
-      self._check_file(0, self.shape[0], chunk=None)
 
   @property
   def ndim(self) -> int:
@@ -97,7 +97,7 @@ class HostSource:
     return isinstance(self.data, np.ndarray)
 
   def _check_file(self, start: int, stop: int, chunk: int | None) -> None:
-    filename = getattr(self.data, "filename", None)
+    filename = getattr(self.data, "filename", None) if self._mm is not None else None
     if self._mm is None or filename is None or stop <= start:
       return
     need = _mapped_file_end(self.data[start:stop], self._mm, int(self.data.offset))
@@ -105,11 +105,9 @@ class HostSource:
     if size < need:
       reason = (f"the memmap's file {filename!r} has {size} bytes but these rows need "
                 f"{need} (truncated file?)")
-      if chunk is None:
-        raise StreamingReadError(self.what, -1, start, stop, reason)
       raise StreamingReadError(self.what, chunk, start, stop, reason)
 
-  def read(self, start: int, stop: int, chunk: int) -> np.ndarray:
+  def read(self, start: int, stop: int, chunk: int | None) -> np.ndarray:
     """Rows ``[start, stop)`` as a C-contiguous array of ``out_dtype``.
 
     Raises :class:`StreamingReadError` naming ``chunk`` and the rows when the
@@ -136,13 +134,28 @@ class HostSource:
     return np.ascontiguousarray(arr)
 
   def take(self, rows: np.ndarray) -> np.ndarray:
-    """Rows at sorted indices ``rows`` (seeding); reads one row at a time from
-    generic readers, with the same error reporting as :meth:`read`."""
+    """Rows at sorted indices ``rows`` (seeding), with the same error
+    reporting as :meth:`read`.
+
+    NumPy arrays and memmaps use one fancy index; other readers get one
+    fancy index too (h5py accepts sorted index lists) and fall back to one
+    read per row if they refuse it.
+    """
     rows = np.asarray(rows, np.int64)
-    if self.is_numpy and self._mm is None:
+    if len(rows) == 0:
+      return np.zeros((0, *self.shape[1:]), self.out_dtype)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    want = (len(rows), *self.shape[1:])
+    if isinstance(self.data, np.ndarray):
+      self._check_file(lo, hi, chunk=None)
       return np.ascontiguousarray(self.data[rows]).astype(self.out_dtype, copy=False)
-    return np.concatenate([self.read(int(r), int(r) + 1, chunk=-1) for r in rows]) if len(
-        rows) else np.zeros((0, *self.shape[1:]), self.out_dtype)
+    try:
+      arr = np.asarray(self.data[rows])
+      if tuple(arr.shape) == want:
+        return np.ascontiguousarray(arr).astype(self.out_dtype, copy=False)
+    except Exception:  # readers without fancy indexing: row by row below
+      pass
+    return np.concatenate([self.read(int(r), int(r) + 1, chunk=None) for r in rows])
 
 
 class Prefetcher:
