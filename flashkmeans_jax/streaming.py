@@ -382,6 +382,10 @@ class _Streamer:
     start, stop = self.plan.rows(j)
     x = self.src.read(start, stop, j)
     w = None if self.wsrc is None else self.wsrc.read(start, stop, j)
+    if w is not None and not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+      # Readers/memmaps are not checked up front (that would be a whole
+      # extra pass), so every weight chunk is checked as it arrives.
+      raise ValueError(f"weights in chunk {j} (rows {start}:{stop}) must be finite and >= 0")
     return x, w
 
   def load(self, j: int):
@@ -403,6 +407,7 @@ class _Streamer:
           buf = _write_slot(buf, xb, j)
           if wbuf is not None:
             wbuf = _write_slot(wbuf, wb, j)
+          self.progress.update(p.chunk)
       self.buf, self.wbuf = buf, wbuf
     if p.tail and p.tail_resident:
       self.tail_x, self.tail_w = jax.device_put(

@@ -99,11 +99,10 @@ def test_weights_match_in_memory(data):
                              np.sum(w * d[np.arange(N), got.labels]), rtol=1e-4)
 
 
-@pytest.mark.parametrize("metric", ["cosine", "dot"])
-def test_other_metrics(data, metric):
+def test_cosine_metric(data):
   x, init = data
-  got = _stream(x, init, metric=metric, device_budget_bytes=0, max_iter=5)
-  _assert_same(got, _reference(x, init, metric=metric, max_iter=5))
+  got = _stream(x, init, metric="cosine", device_budget_bytes=0, max_iter=5)
+  _assert_same(got, _reference(x, init, metric="cosine", max_iter=5))
 
 
 def test_float16_host_data(data):
@@ -289,3 +288,7 @@ def test_bad_arguments(data):
     _stream([[1.0]], init)
   with pytest.raises(ValueError, match="weights"):
     _stream(x, init, weights=np.ones(N + 1, np.float32))
+  w = np.ones(N, np.float32)
+  w[650] = -1.0  # a reader is checked chunk by chunk, as it is read
+  with pytest.raises(ValueError, match=r"weights in chunk 2 \(rows 600:900\)"):
+    _stream(x, init, weights=_Reader(w), device_budget_bytes=0)
