@@ -12,16 +12,19 @@ from flashkmeans_jax.assignment import assign
 from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
 from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
+from flashkmeans_jax.streaming import assign_streaming, kmeans_streaming
 
 __all__ = [
     "KMeansResult",
     "__version__",
     "assign",
+    "assign_streaming",
     "batched_kmeans",
     "cluster_sums",
     "finalize_centroids",
     "init_kmeans_plusplus",
     "init_random",
     "kmeans",
+    "kmeans_streaming",
     "update",
 ]

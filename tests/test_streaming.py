@@ -1,0 +1,294 @@
+"""Out-of-core k-means (kmeans_streaming / assign_streaming) on CPU with XLA.
+
+The reference is always the in-memory ``kmeans``/``assign`` on the same data
+and start: streaming changes only the order of the float32 cluster sums, so
+labels must be equal and centroids equal up to rounding.
+"""
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flashkmeans_jax import assign, assign_streaming, kmeans, kmeans_streaming
+from flashkmeans_jax import streaming
+from flashkmeans_jax.streaming_io import StreamingReadError
+from tests import helpers
+
+N, D, K = 1000, 8, 5
+CHUNK = 300  # does not divide N: three full chunks and a tail of 100 rows
+ROW = D * 4
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  x, _, _ = helpers.make_blobs(rng, N, D, K, spread=5.0, std=1.0)
+  init = x[rng.choice(N, K, replace=False)].copy()
+  return x, init
+
+
+def _reference(x, init, **kw):
+  return kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(init), impl="xla", **kw)
+
+
+def _stream(x, init, **kw):
+  kw.setdefault("chunk_size", CHUNK)
+  kw.setdefault("impl", "xla")
+  return kmeans_streaming(jax.random.key(0), x, K, init=init, **kw)
+
+
+def _assert_same(got, ref, rtol=1e-5):
+  assert isinstance(got.labels, np.ndarray) and got.labels.dtype == np.int32
+  np.testing.assert_array_equal(got.labels, np.asarray(ref.labels))
+  np.testing.assert_allclose(np.asarray(got.centroids, np.float64),
+                             np.asarray(ref.centroids, np.float64), rtol=rtol, atol=1e-5)
+  assert int(got.n_iter) == int(ref.n_iter)
+  assert bool(got.converged) == bool(ref.converged)
+  np.testing.assert_allclose(float(got.inertia), float(ref.inertia), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(got.inertia_history), np.asarray(ref.inertia_history),
+                             rtol=1e-5)
+
+
+# Budgets: nothing resident, two of the three full chunks, everything.
+BUDGETS = {"stream": 0, "partial": 2 * CHUNK * ROW, "all": N * ROW}
+
+
+@pytest.mark.parametrize("chunk,budget", [
+    (CHUNK, "stream"), (CHUNK, "partial"), (CHUNK, "all"), (128, "partial"), (N, "stream")])
+def test_matches_in_memory(data, chunk, budget):
+  x, init = data
+  got = _stream(x, init, chunk_size=chunk, device_budget_bytes=BUDGETS[budget],
+                method="device_put")
+  _assert_same(got, _reference(x, init))
+
+
+@pytest.mark.parametrize("method", ["io_callback", "pinned", "pinned_cache"])
+def test_methods_agree(data, method):
+  """Every method, with resident and streamed chunks and a streamed tail."""
+  x, init = data
+  w = np.random.default_rng(1).uniform(0.0, 2.0, N).astype(np.float32)
+  w[::7] = 0.0
+  base = _stream(x, init, weights=w, device_budget_bytes=BUDGETS["partial"],
+                 method="device_put")
+  got = _stream(x, init, weights=w, device_budget_bytes=BUDGETS["partial"], method=method)
+  np.testing.assert_array_equal(got.labels, base.labels)
+  np.testing.assert_allclose(np.asarray(got.centroids), np.asarray(base.centroids), rtol=1e-6)
+  assert int(got.n_iter) == int(base.n_iter)
+  _assert_same(got, _reference(x, init, weights=jnp.asarray(w)))
+
+
+def test_io_callback_all_resident_tail(data):
+  x, init = data
+  got = _stream(x, init, device_budget_bytes=BUDGETS["all"], method="io_callback")
+  _assert_same(got, _reference(x, init))
+
+
+def test_weights_match_in_memory(data):
+  x, init = data
+  w = np.random.default_rng(2).exponential(1.0, N).astype(np.float32)
+  got = _stream(x, init, weights=w, device_budget_bytes=0)
+  ref = _reference(x, init, weights=jnp.asarray(w))
+  _assert_same(got, ref)
+  # inertia is the weighted sum of final distances
+  d = helpers.np_distances(x, np.asarray(got.centroids), "sqeuclidean")
+  np.testing.assert_allclose(float(got.inertia),
+                             np.sum(w * d[np.arange(N), got.labels]), rtol=1e-4)
+
+
+def test_cosine_metric(data):
+  x, init = data
+  got = _stream(x, init, metric="cosine", device_budget_bytes=0, max_iter=5)
+  _assert_same(got, _reference(x, init, metric="cosine", max_iter=5))
+
+
+def test_float16_host_data(data):
+  x, init = data
+  x16 = x.astype(np.float16)
+  got = _stream(x16, init, device_budget_bytes=BUDGETS["partial"] // 2)
+  ref = _reference(x16, init)
+  assert got.centroids.dtype == jnp.float16
+  np.testing.assert_array_equal(got.labels, np.asarray(ref.labels))
+  np.testing.assert_allclose(np.asarray(got.centroids, np.float32),
+                             np.asarray(ref.centroids, np.float32), rtol=1e-3, atol=1e-3)
+
+
+def test_empty_farthest_matches_in_memory(data):
+  x, init = data
+  bad = init.copy()
+  bad[1] = 1e3  # far from every point: empty in the first iteration
+  got = _stream(x, bad, empty="farthest", device_budget_bytes=0)
+  ref = _reference(x, bad, empty="farthest")
+  _assert_same(got, ref)
+  assert np.all(np.abs(np.asarray(got.centroids)) < 1e2)
+
+
+def test_kmeans_plus_plus_on_full_data_equals_in_memory(data):
+  """N below the subsample size: k-means++ sees all rows, as in memory."""
+  x, _ = data
+  key = jax.random.key(3)
+  got = kmeans_streaming(key, x, K, chunk_size=CHUNK, device_budget_bytes=0, impl="xla")
+  ref = kmeans(key, jnp.asarray(x), K, impl="xla")
+  _assert_same(got, ref)
+
+
+def test_random_init_picks_distinct_rows(data):
+  x, _ = data
+  w = np.ones(N, np.float32)
+  w[N // 2:] = 0.0  # weighted draw must stay in the first half
+  for weights, limit in [(None, N), (w, N // 2)]:
+    src, wsrc, plan, dev = streaming._setup(x, weights, CHUNK, 0, None)
+    c0 = np.asarray(streaming._initial_centroids(
+        jax.random.key(4), src, wsrc, plan, 50, "random", "sqeuclidean", 10**6, dev))
+    hits = [np.flatnonzero((x == row).all(1)) for row in c0]
+    assert all(len(h) == 1 for h in hits)
+    rows = np.concatenate(hits)
+    assert len(set(rows.tolist())) == 50 and rows.max() < limit
+
+
+def test_kmeans_plus_plus_subsample(data):
+  x, _ = data
+  res = kmeans_streaming(jax.random.key(5), x, K, chunk_size=CHUNK, device_budget_bytes=0,
+                         init_sample_size=200, impl="xla")
+  ref = kmeans(jax.random.key(5), jnp.asarray(x), K, impl="xla")
+  # blobs are well separated: a 200-row k-means++ start finds the same inertia
+  np.testing.assert_allclose(float(res.inertia), float(ref.inertia), rtol=1e-3)
+
+
+def test_memmap_input_and_labels_out(data, tmp_path):
+  x, init = data
+  path = tmp_path / "x.f32"
+  x.tofile(path)
+  mm = np.memmap(path, np.float32, mode="r", shape=(N, D))
+  out = np.memmap(tmp_path / "labels.i32", np.int32, mode="w+", shape=(N,))
+  got = _stream(mm, init, device_budget_bytes=CHUNK * ROW, labels_out=out)
+  assert got.labels is out
+  _assert_same(got, _reference(x, init))
+  out.flush()
+  np.testing.assert_array_equal(np.fromfile(tmp_path / "labels.i32", np.int32), got.labels)
+
+
+@pytest.mark.parametrize("method", ["device_put", "io_callback"])
+def test_truncated_memmap_names_the_chunk(data, tmp_path, method):
+  x, init = data
+  path = tmp_path / "x.f32"
+  x.tofile(path)
+  mm = np.memmap(path, np.float32, mode="r", shape=(N, D))
+  os.truncate(path, (2 * CHUNK + 10) * ROW)  # chunk 2 (rows 600:900) is cut short
+  with pytest.raises(StreamingReadError, match=r"chunk 2 \(rows 600:900\).*truncated") as e:
+    _stream(mm, init, device_budget_bytes=0, method=method)
+  assert (e.value.chunk, e.value.start, e.value.stop) == (2, 600, 900)
+
+
+class _Reader:
+  """A generic reader (h5py/zarr-like): shape, dtype and slicing."""
+
+  def __init__(self, x, fail_from=None, short=False):
+    self.x, self.fail_from, self.short = x, fail_from, short
+    self.shape, self.dtype = x.shape, x.dtype
+    self.calls = 0
+
+  def __getitem__(self, idx):
+    self.calls += 1
+    if isinstance(idx, slice) and self.fail_from is not None and idx.stop > self.fail_from:
+      raise OSError("disk on fire")
+    out = self.x[idx]
+    return out[:-1] if self.short and isinstance(idx, slice) and idx.start >= CHUNK else out
+
+
+def test_generic_reader(data):
+  x, init = data
+  reader = _Reader(x)
+  got = _stream(reader, init, device_budget_bytes=CHUNK * ROW, method="device_put")
+  _assert_same(got, _reference(x, init))
+  assert reader.calls > 0
+
+
+@pytest.mark.parametrize("method", ["device_put", "io_callback"])
+def test_failing_reader_raises_with_chunk(data, method):
+  x, init = data
+  with pytest.raises(StreamingReadError, match=r"chunk 3 \(rows 900:1000\).*disk on fire") as e:
+    _stream(_Reader(x, fail_from=950), init, device_budget_bytes=0, method=method)
+  assert isinstance(e.value.__cause__, OSError)
+
+
+def test_short_read_raises(data):
+  x, init = data
+  with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*shape \(299, 8\)"):
+    _stream(_Reader(x, short=True), init, device_budget_bytes=0)
+
+
+def test_nan_rows_raise(data):
+  x, init = data
+  bad = x.copy()
+  bad[777, 3] = np.nan
+  with pytest.raises(ValueError, match="NaN or Inf in 1 rows"):
+    _stream(bad, init, device_budget_bytes=0)
+
+
+def test_verbose_progress_bar(data, capfd):
+  x, init = data
+  _stream(x, init, device_budget_bytes=0, max_iter=3, verbose=True)
+  out, err = capfd.readouterr()
+  assert out == ""
+  assert "iter 0" in err and "iter 2" in err and "assign" in err
+  assert re.search(r"pt/s", err)
+  assert "1.00k/1.00k" in err  # every row of the pass counted
+
+
+def test_quiet_by_default(data, capfd):
+  x, init = data
+  res = _stream(x, init, device_budget_bytes=0, max_iter=3)
+  out, err = capfd.readouterr()
+  assert out == "" and err == ""
+  assert int(res.n_iter) == 3
+
+
+@pytest.mark.parametrize("method", ["device_put", "io_callback"])
+def test_assign_streaming(data, method):
+  x, init = data
+  lab_out = np.full(N, -1, np.int64)
+  dist_out = np.zeros(N, np.float64)
+  labels, dist = assign_streaming(x, init, chunk_size=CHUNK, impl="xla", method=method,
+                                  device_budget_bytes=CHUNK * ROW, labels_out=lab_out,
+                                  dist_out=dist_out)
+  assert labels is lab_out and dist is dist_out
+  ref_l, ref_d = assign(jnp.asarray(x), jnp.asarray(init), impl="xla")
+  np.testing.assert_array_equal(labels, np.asarray(ref_l))
+  # same labels; distances differ only by float32 rounding of the expansion
+  np.testing.assert_allclose(dist, np.asarray(ref_d), rtol=1e-5, atol=1e-4)
+  helpers.assert_labels_match(x, init, labels, "sqeuclidean")
+
+
+def test_plan_chunks():
+  p = streaming.plan_chunks(1000, 8, 32, 300, 0)
+  assert (p.n_resident, p.tail_resident, p.streamed()) == (0, False, [0, 1, 2, 3])
+  p = streaming.plan_chunks(1000, 8, 32, 300, 2 * 300 * 32 + 5)
+  assert (p.n_resident, p.resident_rows, p.streamed()) == (2, 600, [2, 3])
+  p = streaming.plan_chunks(1000, 8, 32, 300, 1000 * 32)
+  assert (p.n_resident, p.tail_resident, p.resident_rows, p.streamed()) == (3, True, 1000, [])
+  p = streaming.plan_chunks(1000, 8, 32, None, 0)
+  assert p.chunk == 1000  # default chunk (256 MiB) clamps to N
+  p = streaming.plan_chunks(10**8, 128, 256, None, 0)
+  assert p.chunk * 256 <= 256 * 2**20 and p.chunk % 1024 == 0
+
+
+def test_bad_arguments(data):
+  x, init = data
+  with pytest.raises(ValueError, match="labels_out"):
+    _stream(x, init, labels_out=np.zeros(N - 1, np.int32))
+  with pytest.raises(ValueError, match="method"):
+    _stream(x, init, method="nope")
+  with pytest.raises(ValueError, match="device_budget_bytes"):
+    _stream(x, init, device_budget_bytes=-1)
+  with pytest.raises(TypeError, match="host_x"):
+    _stream([[1.0]], init)
+  with pytest.raises(ValueError, match="weights"):
+    _stream(x, init, weights=np.ones(N + 1, np.float32))
+  w = np.ones(N, np.float32)
+  w[650] = -1.0  # a reader is checked chunk by chunk, as it is read
+  with pytest.raises(ValueError, match=r"weights in chunk 2 \(rows 600:900\)"):
+    _stream(x, init, weights=_Reader(w), device_budget_bytes=0)
