@@ -51,9 +51,10 @@ class CLIError(Exception):
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-      description="Exact k-means (Lloyd) with JAX and Pallas GPU kernels. Clusters the "
-                  "rows of an [N, D] array stored in a file; with no input file, runs the "
-                  "built-in demo (digits and blobs compared with scikit-learn).",
+      description="Exact k-means (Lloyd) with JAX and Pallas GPU kernels.\n\n"
+                  "Clusters the rows of an [N, D] array stored in a file and prints a\n"
+                  "summary; with no input file, runs the built-in demo (digits and\n"
+                  "blobs compared with scikit-learn).",
       epilog=_EPILOG)
   p.add_argument("input", nargs="?", metavar="INPUT",
                  help="data file: .npy, .npz (see --key) or raw binary rows (see "
