@@ -126,7 +126,7 @@ def _target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
 def _seed_from_random_state(random_state: Any) -> int:
   """An int seed for ``jax.random.key`` following scikit-learn's random_state rules."""
   if random_state is None:
-    return int(np.random.mtrand._rand.randint(np.iinfo(np.int32).max))
+    return int(np.random.randint(np.iinfo(np.int32).max))  # NumPy's global generator
   if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
     return int(random_state)
   if isinstance(random_state, np.random.RandomState):
@@ -247,6 +247,7 @@ class KMeans(*_BASES):
   # ----------------------------------------------------------------- input
   def _validate_X(self, X: Any, *, reset: bool, host: bool = False):
     """Checked data in the clustering dtype: a JAX array (or NumPy if ``host``)."""
+    finite_checked = False
     if _is_jax_array(X) or (hasattr(X, "dtype") and np.dtype(X.dtype) == jnp.bfloat16):
       x = X
       if x.ndim != 2:
@@ -266,6 +267,7 @@ class KMeans(*_BASES):
     elif _HAVE_SKLEARN:
       x = _sk_validate_data(self, X, reset=reset, accept_sparse=False, dtype="numeric",
                             ensure_min_samples=1)
+      finite_checked = True  # validate_data rejects NaN/Inf
     else:
       x = np.asarray(X)
       if np.iscomplexobj(x):
@@ -292,8 +294,8 @@ class KMeans(*_BASES):
       return x if x.dtype == target else x.astype(target)
     x = jnp.asarray(x)
     x = x if x.dtype == target else x.astype(target)
-    # NaN/Inf: scikit-learn's validation rejected them already for NumPy input.
-    _checks.check_finite(x, "X")
+    if not finite_checked:
+      _checks.check_finite(x, "X")
     return x
 
   def _check_sample_weight(self, sample_weight: Any, n: int):
