@@ -13,8 +13,10 @@ from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
 from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
 from flashkmeans_jax.streaming import assign_streaming, kmeans_streaming
+from flashkmeans_jax.estimator import KMeans
 
 __all__ = [
+    "KMeans",
     "KMeansResult",
     "__version__",
     "assign",

@@ -1,0 +1,437 @@
+"""``KMeans``: a scikit-learn-style estimator on top of :func:`kmeans`.
+
+The class follows scikit-learn's estimator conventions: the constructor only
+stores its arguments (validation happens in :meth:`KMeans.fit`), fitted
+attributes end with an underscore, ``fit`` returns ``self``, and
+``get_params``/``set_params``/``clone`` work. When scikit-learn is installed
+the class also inherits from its ``ClusterMixin``, ``TransformerMixin`` and
+``BaseEstimator`` (so it drops into pipelines, grid searches and
+``check_estimator``) and uses scikit-learn's input validation for NumPy-like
+input; scikit-learn stays an optional dependency and the module imports
+without it.
+
+Inputs may be NumPy arrays (or anything ``numpy.asarray`` takes) or JAX
+arrays; JAX arrays stay on their device. Fitted arrays are stored as NumPy
+arrays, so a fitted estimator pickles like any scikit-learn one.
+
+Checks of scikit-learn's ``check_estimator`` that this class does not pass
+(see ``tests/test_estimator.py`` and ``docs/usage.md``):
+
+* ``check_sample_weight_equivalence_on_dense_data``: fitting with integer
+  weights is not the same as fitting on repeated/removed rows *from the same
+  random seed* (the k-means++ draws see different arrays), so the labels
+  differ; scikit-learn marks its own ``KMeans`` the same way.
+
+Skipped by scikit-learn itself here: the pandas checks (pandas is not a
+dependency) and the array-API checks (they need ``SCIPY_ARRAY_API=1``).
+Sparse input is rejected with scikit-learn's ``TypeError``, so the sparse
+checks are not generated.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flashkmeans_jax import _checks
+from flashkmeans_jax import _dispatch
+from flashkmeans_jax.assignment import assign
+from flashkmeans_jax.lloyd import kmeans
+
+__all__ = ["KMeans"]
+
+try:  # scikit-learn is optional
+  from sklearn.base import BaseEstimator as _SkBase
+  from sklearn.base import ClusterMixin as _SkCluster
+  from sklearn.base import TransformerMixin as _SkTransformer
+  from sklearn.exceptions import NotFittedError as _NotFittedError
+  from sklearn.utils.validation import validate_data as _sk_validate_data
+  _HAVE_SKLEARN = True
+  _BASES: tuple[type, ...] = (_SkCluster, _SkTransformer, _SkBase)
+except ImportError:  # pragma: no cover - exercised by the no-sklearn test
+  _HAVE_SKLEARN = False
+  _sk_validate_data = None
+
+  class _NotFittedError(ValueError, AttributeError):
+    """Raised when a method that needs a fitted estimator is called before fit."""
+
+  class _ParamsBase:
+    """``get_params``/``set_params`` as scikit-learn defines them, for when it is absent."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+      sig = inspect.signature(cls.__init__)
+      return sorted(p.name for p in sig.parameters.values()
+                    if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+      del deep
+      return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+      valid = self._get_param_names()
+      for name, value in params.items():
+        if name not in valid:
+          raise ValueError(
+              f"Invalid parameter {name!r} for estimator {type(self).__name__}; "
+              f"valid parameters are {valid}")
+        setattr(self, name, value)
+      return self
+
+    def __repr__(self) -> str:
+      defaults = {p.name: p.default for p in
+                  inspect.signature(type(self).__init__).parameters.values()}
+      changed = []
+      for name, value in self.get_params().items():
+        default = defaults.get(name)
+        if isinstance(value, np.ndarray) or isinstance(default, np.ndarray):
+          same = value is default
+        else:
+          same = value == default
+        if not same:
+          changed.append(f"{name}={value!r}")
+      return f"{type(self).__name__}({', '.join(changed)})"
+
+  _BASES = (_ParamsBase,)
+
+
+NotFittedError = _NotFittedError
+
+_KEEP_DTYPES = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16), np.dtype(jnp.float32))
+# Bytes of float32 distances one transform tile may hold on the device.
+_TRANSFORM_TILE_BYTES = 16 * 1024 * 1024
+
+
+def _is_jax_array(x: Any) -> bool:
+  return isinstance(x, jax.Array)
+
+
+def _target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
+  """The dtype the data is clustered in (see ``KMeans(dtype=...)``)."""
+  if dtype is None:
+    return in_dtype if in_dtype in _KEEP_DTYPES else np.dtype(np.float32)
+  dt = np.dtype(jnp.dtype(dtype))
+  if dt not in _KEEP_DTYPES:
+    raise ValueError(
+        f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")
+  return dt
+
+
+def _seed_from_random_state(random_state: Any) -> int:
+  """An int seed for ``jax.random.key`` following scikit-learn's random_state rules."""
+  if random_state is None:
+    return int(np.random.randint(np.iinfo(np.int32).max))  # NumPy's global generator
+  if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+    return int(random_state)
+  if isinstance(random_state, np.random.RandomState):
+    return int(random_state.randint(np.iinfo(np.int32).max))
+  if isinstance(random_state, np.random.Generator):
+    return int(random_state.integers(np.iinfo(np.int32).max))
+  raise ValueError(
+      f"random_state must be None, an int, a numpy RandomState or Generator, got "
+      f"{random_state!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("metric", "sqrt"))
+def _distance_tile(xb, c, metric, sqrt):
+  """float32 ``[tile, K]`` distances from a tile of points to every centroid."""
+  hi = jax.lax.Precision.HIGHEST
+  xf = xb.astype(jnp.float32)
+  cf = c.astype(jnp.float32)
+  dots = jnp.matmul(xf, cf.T, precision=hi)
+  if metric == "sqeuclidean":
+    xsq = jnp.sum(xf * xf, axis=1)[:, None]
+    csq = jnp.sum(cf * cf, axis=1)[None, :]
+    d = jnp.maximum(xsq - 2.0 * dots + csq, 0.0)
+    return jnp.sqrt(d) if sqrt else d
+  if metric == "cosine":
+    xn = jnp.sqrt(jnp.sum(xf * xf, axis=1))[:, None]
+    cn = jnp.sqrt(jnp.sum(cf * cf, axis=1))[None, :]
+    denom = xn * cn
+    cos = jnp.where(denom > 0, dots / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.where(xn > 0, 1.0 - cos, 1.0)
+  return -dots
+
+
+def pairwise_distances_tiled(x: Any, centroids: Any, *, metric: str = "sqeuclidean",
+                             sqrt: bool = False,
+                             tile_bytes: int = _TRANSFORM_TILE_BYTES) -> np.ndarray:
+  """NumPy ``float32 [N, K]`` distances, built tile by tile on the device.
+
+  At most ``tile_bytes`` of distances (one ``[tile, K]`` block) exist on the
+  device at a time; every tile has the same shape (the last one is padded),
+  so one compilation serves any N and a row's value never depends on N.
+  """
+  n = x.shape[0]
+  k = centroids.shape[0]
+  tile = int(max(1, min(4096, tile_bytes // (4 * k))))
+  out = np.empty((n, k), np.float32)
+  c = jnp.asarray(centroids)
+  for start in range(0, n, tile):
+    stop = min(n, start + tile)
+    xb = x[start:stop]
+    if stop - start < tile:
+      xb = jnp.pad(jnp.asarray(xb), ((0, tile - (stop - start)), (0, 0)))
+    out[start:stop] = np.asarray(_distance_tile(jnp.asarray(xb), c, metric, sqrt))[
+        :stop - start]
+  return out
+
+
+class KMeans(*_BASES):
+  """Exact k-means (Lloyd) with scikit-learn's estimator interface.
+
+  Parameters:
+    n_clusters: number of clusters K.
+    init: ``"k-means++"`` (greedy k-means++, as scikit-learn), ``"random"``
+      (K distinct points), an array ``[K, D]`` of starting centroids, or a
+      callable ``init(X, n_clusters, random_state) -> [K, D]``.
+    n_init: number of seedings run (in one batch); the lowest inertia wins.
+      ``"auto"`` means 1, or 10 with ``init="random"`` (scikit-learn's rule).
+      An explicit array or callable init runs once.
+    max_iter: most Lloyd iterations per run.
+    tol: relative tolerance on the centroid shift (scikit-learn's rule: stop
+      when the summed squared shift is at most ``tol * mean(var(X, axis=0))``).
+    random_state: ``None`` (NumPy's global generator), an int, or a
+      ``numpy.random.RandomState``/``Generator``; it seeds a JAX key.
+    metric: ``"sqeuclidean"``, ``"cosine"`` (spherical k-means) or ``"dot"``.
+    dtype: ``None`` keeps float16/bfloat16/float32 input and casts anything
+      else (float64, integers) to float32; or one of those three to cast to.
+    impl: ``None``/``"auto"``, ``"xla"``, ``"pallas"`` or ``"pallas_interpret"``
+      (see :func:`flashkmeans_jax.assign`).
+    chunk_size: when set, fit out of core with
+      :func:`flashkmeans_jax.streaming.kmeans_streaming`, moving ``chunk_size``
+      rows to the device at a time (X stays on the host, e.g. a memmap).
+    verbose: print inertia and centroid shift every iteration.
+
+  Attributes (after ``fit``):
+    cluster_centers_: ``[K, D]`` centroids (NumPy, in the clustering dtype).
+    labels_: ``int32[N]`` label of every training point.
+    inertia_: weighted sum of distances of the training points to their
+      centroid (squared Euclidean distances for the default metric).
+    n_iter_: Lloyd iterations run by the kept run.
+    inertia_history_: ``float32[n_iter_]`` inertia at the start of every
+      iteration (for :func:`flashkmeans_jax.plotting.plot_inertia`).
+    converged_: whether the kept run stopped on ``tol`` rather than ``max_iter``.
+    n_features_in_: number of features D seen in ``fit``.
+  """
+
+  def __init__(self, n_clusters: int = 8, *, init: Any = "k-means++", n_init: Any = 1,
+               max_iter: int = 300, tol: float = 1e-4, random_state: Any = None,
+               metric: str = "sqeuclidean", dtype: Any = None, impl: str | None = None,
+               chunk_size: int | None = None, verbose: bool = False):
+    self.n_clusters = n_clusters
+    self.init = init
+    self.n_init = n_init
+    self.max_iter = max_iter
+    self.tol = tol
+    self.random_state = random_state
+    self.metric = metric
+    self.dtype = dtype
+    self.impl = impl
+    self.chunk_size = chunk_size
+    self.verbose = verbose
+
+  # scikit-learn tags: transform returns float32 whatever it is given.
+  def __sklearn_tags__(self):
+    tags = super().__sklearn_tags__()
+    if tags.transformer_tags is not None:
+      tags.transformer_tags.preserves_dtype = ["float32"]
+    return tags
+
+  # ----------------------------------------------------------------- input
+  def _validate_X(self, X: Any, *, reset: bool, host: bool = False):
+    """Checked data in the clustering dtype: a JAX array (or NumPy if ``host``)."""
+    finite_checked = False
+    if _is_jax_array(X) or (hasattr(X, "dtype") and np.dtype(X.dtype) == jnp.bfloat16):
+      x = X
+      if x.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array [n_samples, n_features], got shape {tuple(x.shape)}")
+      if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"Found array with shape {tuple(x.shape)}; a minimum of 1 "
+                         "sample and 1 feature is required.")
+      if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+              or x.dtype == jnp.bool_):
+        raise ValueError(f"X must hold real numbers, got dtype {x.dtype}")
+      if reset:
+        self.n_features_in_ = int(x.shape[1])
+      elif x.shape[1] != self.n_features_in_:
+        raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
+                         f"expecting {self.n_features_in_} features as input.")
+    elif _HAVE_SKLEARN:
+      x = _sk_validate_data(self, X, reset=reset, accept_sparse=False, dtype="numeric",
+                            ensure_min_samples=1)
+      finite_checked = True  # validate_data rejects NaN/Inf
+    else:
+      x = np.asarray(X)
+      if np.iscomplexobj(x):
+        raise ValueError("Complex data not supported")
+      if x.dtype == object:
+        x = x.astype(np.float64)
+      if x.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array [n_samples, n_features], got shape {x.shape}")
+      if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"Found array with shape {x.shape}; a minimum of 1 sample "
+                         "and 1 feature is required.")
+      if reset:
+        self.n_features_in_ = int(x.shape[1])
+      elif x.shape[1] != self.n_features_in_:
+        raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
+                         f"expecting {self.n_features_in_} features as input.")
+    if reset:
+      target = _target_dtype(np.dtype(x.dtype), self.dtype)
+    else:
+      target = np.dtype(self.cluster_centers_.dtype)
+    if host:
+      x = np.asarray(x)
+      return x if x.dtype == target else x.astype(target)
+    x = jnp.asarray(x)
+    x = x if x.dtype == target else x.astype(target)
+    if not finite_checked:
+      _checks.check_finite(x, "X")
+    return x
+
+  def _check_sample_weight(self, sample_weight: Any, n: int):
+    if sample_weight is None:
+      return None
+    if isinstance(sample_weight, numbers.Number):
+      w = np.full((n,), float(sample_weight), np.float32)
+    else:
+      w = np.asarray(sample_weight, dtype=np.float32)
+    if w.ndim != 1 or w.shape[0] != n:
+      raise ValueError(
+          f"sample_weight.shape == {w.shape}, expected {(n,)} (one weight per sample)")
+    if not np.all(np.isfinite(w)):
+      raise ValueError("sample_weight must be finite")
+    if np.any(w < 0):
+      raise ValueError("Negative values in sample_weight are not allowed")
+    if not np.any(w > 0):
+      raise ValueError("Sample weights must contain at least one non-zero weight")
+    return w
+
+  def _check_fitted(self):
+    if not hasattr(self, "cluster_centers_"):
+      raise NotFittedError(
+          f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+          "appropriate arguments before using this estimator.")
+
+  def _init_arg(self, x, k: int, seed: int):
+    init = self.init
+    if isinstance(init, str):
+      return _checks.check_init_name(init)
+    if callable(init):
+      init = init(np.asarray(x), k, np.random.RandomState(seed))
+    c = np.asarray(init, dtype=np.float32)
+    if c.shape != (k, x.shape[1]):
+      raise ValueError(
+          f"The shape of the initial centers {c.shape} does not match the number of "
+          f"clusters {k} and features {x.shape[1]}; expected {(k, x.shape[1])}")
+    return jnp.asarray(c)
+
+  def _n_init(self) -> int:
+    if isinstance(self.n_init, str):
+      if self.n_init != "auto":
+        raise ValueError(f"n_init must be a positive int or 'auto', got {self.n_init!r}")
+      return 10 if (isinstance(self.init, str) and self.init == "random") else 1
+    n_init = _checks.check_positive_int(self.n_init, "n_init")
+    return n_init if isinstance(self.init, str) else 1
+
+  # ------------------------------------------------------------------- fit
+  def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "KMeans":
+    """Clusters X (``[n_samples, n_features]``, NumPy or JAX). ``y`` is ignored."""
+    del y
+    streaming = self.chunk_size is not None
+    x = self._validate_X(X, reset=True, host=streaming)
+    n = x.shape[0]
+    k = _checks.check_k(self.n_clusters, name="n_clusters")
+    if n < k:
+      raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
+    metric = _checks.check_metric(self.metric)
+    max_iter = _checks.check_positive_int(self.max_iter, "max_iter")
+    tol = _checks.check_tol(self.tol)
+    impl = _dispatch.resolve_impl(self.impl)
+    n_init = self._n_init()
+    w = self._check_sample_weight(sample_weight, n)
+    seed = _seed_from_random_state(self.random_state)
+    key = jax.random.key(seed)
+    init = self._init_arg(x, k, seed)
+    if streaming:
+      res = self._fit_streaming(key, x, k, init, n_init, max_iter, tol, metric, w, impl)
+    else:
+      res = kmeans(key, x, k, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+                   metric=metric, weights=None if w is None else jnp.asarray(w),
+                   impl=impl, check_finite=False, verbose=bool(self.verbose))
+    res = jax.device_get(res)
+    self.cluster_centers_ = np.asarray(res.centroids)
+    self.labels_ = np.asarray(res.labels, dtype=np.int32)
+    self.inertia_ = float(res.inertia)
+    self.n_iter_ = int(res.n_iter)
+    self.converged_ = bool(res.converged)
+    hist = np.asarray(res.inertia_history, np.float32)
+    self.inertia_history_ = hist[:self.n_iter_]
+    return self
+
+  def _fit_streaming(self, key, x, k, init, n_init, max_iter, tol, metric, w, impl):
+    try:
+      from flashkmeans_jax.streaming import kmeans_streaming
+    except ImportError as e:
+      raise ImportError(
+          "chunk_size needs flashkmeans_jax.streaming.kmeans_streaming, which this "
+          f"installation lacks ({e}); leave chunk_size=None to fit in device memory") from e
+    chunk = _checks.check_positive_int(self.chunk_size, "chunk_size")
+    best = None
+    for sub in (jax.random.split(key, n_init) if n_init > 1 else [key]):
+      res = kmeans_streaming(sub, x, k, chunk_size=chunk, init=init, max_iter=max_iter,
+                             tol=tol, metric=metric, weights=w, impl=impl,
+                             verbose=bool(self.verbose))
+      if best is None or float(res.inertia) < float(best.inertia):
+        best = res
+    return best
+
+  # --------------------------------------------------------------- predict
+  def predict(self, X: Any) -> np.ndarray:
+    """Index of the nearest centroid for every row of X (NumPy ``int32[N]``)."""
+    self._check_fitted()
+    x = self._validate_X(X, reset=False)
+    labels, _ = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
+                       impl=self.impl)
+    return np.asarray(labels, dtype=np.int32)
+
+  def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+    """``fit(X)`` then the training labels ``labels_``."""
+    return self.fit(X, y, sample_weight=sample_weight).labels_
+
+  def transform(self, X: Any) -> np.ndarray:
+    """Distances from every row of X to every centroid, NumPy ``float32 [N, K]``.
+
+    With ``metric="sqeuclidean"`` the values are Euclidean distances (the
+    square roots), as scikit-learn's ``KMeans.transform`` returns; with
+    ``"cosine"`` and ``"dot"`` they are that metric's distances. Built in row
+    tiles, so at most one ``[tile, K]`` block is on the device at a time.
+    """
+    self._check_fitted()
+    x = self._validate_X(X, reset=False)
+    return pairwise_distances_tiled(x, self.cluster_centers_, metric=self.metric,
+                                    sqrt=(self.metric == "sqeuclidean"))
+
+  def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+    """``fit(X)`` then ``transform(X)``."""
+    return self.fit(X, y, sample_weight=sample_weight).transform(X)
+
+  def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+    """Negative inertia of X against the fitted centroids (higher is better)."""
+    del y
+    self._check_fitted()
+    x = self._validate_X(X, reset=False)
+    w = self._check_sample_weight(sample_weight, x.shape[0])
+    _, dist = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
+                     impl=self.impl)
+    dist = np.asarray(dist, np.float64)
+    return -float(np.sum(dist if w is None else dist * w))

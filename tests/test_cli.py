@@ -1,0 +1,199 @@
+"""The command-line tool, run in-process on temporary files (and once as a subprocess)."""
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(4, 6)) * 5
+  return (centers[rng.integers(0, 4, 400)] + rng.normal(size=(400, 6))).astype(np.float32)
+
+
+def _ref(x, k, seed=0, **kw):
+  return fk.kmeans(jax.random.key(seed), jnp.asarray(x, jnp.float32), k, **kw)
+
+
+def _one_error_line(err: str) -> str:
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err
+  assert lines[0].startswith("flashkmeans-jax: error: ")
+  assert "Traceback" not in err
+  return lines[0]
+
+
+def test_npy_outputs_and_summary(tmp_path, data, capsys):
+  np.save(tmp_path / "x.npy", data)
+  c_out, l_out = tmp_path / "c.npy", tmp_path / "l.npy"
+  rc = cli.main([str(tmp_path / "x.npy"), "-k", "4", "--seed", "3", "--max-iter", "50",
+                 "--centroids-out", str(c_out), "--labels-out", str(l_out)])
+  assert rc == 0
+  ref = _ref(data, 4, seed=3, max_iter=50)
+  c, lab = np.load(c_out), np.load(l_out)
+  assert c.shape == (4, 6) and c.dtype == np.float32
+  assert lab.shape == (400,) and lab.dtype == np.int32
+  np.testing.assert_array_equal(c, np.asarray(ref.centroids))
+  np.testing.assert_array_equal(lab, np.asarray(ref.labels))
+  out = capsys.readouterr().out
+  assert "N=400  D=6" in out and "K=4" in out
+  assert f"{int(ref.n_iter)} iterations" in out
+  assert f"inertia {float(ref.inertia):.6g}" in out
+  assert "device    cpu" in out and "time" in out
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "l.npy", "x.npy"]
+  # --quiet prints nothing.
+  assert cli.main([str(tmp_path / "x.npy"), "-k", "4", "--quiet"]) == 0
+  assert capsys.readouterr().out == ""
+
+
+def test_npz_key_and_init_file(tmp_path, data, capsys):
+  np.savez(tmp_path / "x.npz", train=data, other=data[:5])
+  np.save(tmp_path / "init.npy", data[:3])
+  rc = cli.main([str(tmp_path / "x.npz"), "--key", "train", "-k", "3", "--metric", "cosine",
+                 "--init", str(tmp_path / "init.npy"), "--labels-out", str(tmp_path / "l.npy")])
+  assert rc == 0
+  ref = _ref(data, 3, init=jnp.asarray(data[:3]), metric="cosine")
+  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+  capsys.readouterr()
+  assert cli.main([str(tmp_path / "x.npz"), "-k", "3"]) == 1
+  line = _one_error_line(capsys.readouterr().err)
+  assert "holds arrays" in line and "--key" in line
+
+
+def test_raw_memmap_and_dtype(tmp_path, data, capsys):
+  raw = tmp_path / "x.f64"
+  data.astype(np.float64).tofile(raw)
+  rc = cli.main([str(raw), "--raw-dtype", "float64", "--raw-shape=-1,6", "-k", "4",
+                 "--n-init", "3", "--centroids-out", str(tmp_path / "c.npy"),
+                 "--labels-out", str(tmp_path / "l.npy")])
+  assert rc == 0
+  assert "float64 -> float32" in capsys.readouterr().out
+  ref = _ref(data, 4, n_init=3)
+  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+  np.testing.assert_allclose(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids), rtol=1e-6)
+  # Explicit N, and --dtype float16 clusters in half precision.
+  rc = cli.main([str(raw), "--raw-dtype", "float64", "--raw-shape", "400,6", "-k", "4",
+                 "--dtype", "float16", "--centroids-out", str(tmp_path / "c16.npy")])
+  assert rc == 0
+  assert np.load(tmp_path / "c16.npy").dtype == np.float16
+  # A shape that does not match the file size.
+  capsys.readouterr()
+  assert cli.main([str(raw), "--raw-dtype", "float64", "--raw-shape", "399,6", "-k", "4"]) == 1
+  assert "bytes" in _one_error_line(capsys.readouterr().err)
+
+
+def test_failure_leaves_no_partial_file(tmp_path, data, capsys, monkeypatch):
+  np.save(tmp_path / "x.npy", data)
+  args = [str(tmp_path / "x.npy"), "-k", "4", "--centroids-out", str(tmp_path / "c.npy"),
+          "--labels-out", str(tmp_path / "l.npy")]
+  real_save = np.save
+  calls = []
+
+  def failing_save(f, arr, **kw):
+    calls.append(arr.shape)
+    if len(calls) == 2:  # centroids written, labels fail half way
+      f.write(b"\x93NUMPY partial")
+      raise OSError("No space left on device")
+    return real_save(f, arr, **kw)
+
+  monkeypatch.setattr(cli.np, "save", failing_save)
+  assert cli.main(args) == 1
+  line = _one_error_line(capsys.readouterr().err)
+  assert "No space left on device" in line
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+  # --debug re-raises with the traceback.
+  calls.clear()
+  with pytest.raises(OSError):
+    cli.main(args + ["--debug"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+  monkeypatch.setattr(cli.np, "save", real_save)
+  # Bad arguments are reported before anything is computed or written.
+  for bad, words in [(["-k", "401"], "between 1 and N=400"),
+                     ([], "-k/--clusters is required"),
+                     (["-k", "2", "--max-iter", "0"], "max_iter"),
+                     (["-k", "2", "--labels-out", str(tmp_path / "no" / "l.npy")],
+                      "does not exist")]:
+    assert cli.main([str(tmp_path / "x.npy"), *bad]) == 1
+    assert words in _one_error_line(capsys.readouterr().err)
+  assert cli.main([str(tmp_path / "missing.npy"), "-k", "2"]) == 1
+  assert "not found" in _one_error_line(capsys.readouterr().err)
+  (tmp_path / "x.csv").write_text("1,2\n")
+  assert cli.main([str(tmp_path / "x.csv"), "-k", "1"]) == 1
+  assert "--raw-dtype" in _one_error_line(capsys.readouterr().err)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.npy"]
+
+
+def test_streaming_branch_with_fake_module(tmp_path, data, capsys, monkeypatch):
+  np.save(tmp_path / "x.npy", data)
+  seen = {}
+
+  def fake_kmeans_streaming(key, host_x, k, *, chunk_size=None, labels_out=None, **kw):
+    seen.update(type=type(host_x), chunk_size=chunk_size, labels_out=labels_out is not None)
+    res = fk.kmeans(key, jnp.asarray(np.asarray(host_x)), k, **kw)
+    if labels_out is not None:
+      labels_out[:] = np.asarray(res.labels)
+    return res
+
+  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming",
+                      types.SimpleNamespace(kmeans_streaming=fake_kmeans_streaming))
+  args = [str(tmp_path / "x.npy"), "-k", "4", "--stream-above", "1K", "--chunk-size", "100",
+          "--labels-out", str(tmp_path / "l.npy"), "--centroids-out", str(tmp_path / "c.npy")]
+  assert cli.main(args) == 0
+  assert seen == dict(type=np.memmap, chunk_size=100, labels_out=True)
+  assert "streamed in chunks (100 rows)" in capsys.readouterr().out
+  ref = _ref(data, 4)
+  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+  np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids))
+  # Below the threshold: the in-memory path.
+  seen.clear()
+  assert cli.main(args[:3] + ["--stream-above", "1G", "-q"]) == 0
+  assert seen == {}
+  # Module missing: a note on stderr, then the in-memory path.
+  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming", None)
+  (tmp_path / "l.npy").unlink()
+  assert cli.main(args) == 0
+  err = capsys.readouterr().err
+  assert "no flashkmeans_jax.streaming" in err and "error" not in err
+  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+
+
+def test_no_input_runs_demo(monkeypatch):
+  import flashkmeans_jax.demo as demo
+  seeds = []
+  monkeypatch.setattr(demo, "run_demo", lambda seed=0: seeds.append(seed) or [])
+  assert cli.main([]) == 0 and cli.main(["--seed", "5"]) == 0
+  assert seeds == [0, 5]
+
+
+def test_parse_size():
+  assert cli.parse_size("1000") == 1000
+  assert cli.parse_size("512M") == 512 * 1024 ** 2
+  assert cli.parse_size("1.5g") == int(1.5 * 1024 ** 3)
+  assert cli.parse_size("2GiB") == 2 * 1024 ** 3
+  with pytest.raises(cli.CLIError):
+    cli.parse_size("lots")
+
+
+def test_help_subprocess():
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  out = subprocess.run([sys.executable, "-m", "flashkmeans_jax", "--help"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=120)
+  assert out.returncode == 0, out.stderr
+  for opt in ["--key", "--raw-dtype", "--raw-shape", "-k K, --clusters K", "--metric", "--dtype",
+              "--max-iter", "--tol", "--init", "--n-init", "--seed", "--impl", "--chunk-size",
+              "--stream-above", "--centroids-out", "--labels-out", "--quiet", "--verbose",
+              "--debug", "built-in demo"]:
+    assert opt in out.stdout, opt

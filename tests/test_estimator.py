@@ -1,0 +1,250 @@
+"""The scikit-learn-style ``KMeans`` estimator."""
+
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax.estimator import KMeans, NotFittedError, pairwise_distances_tiled
+from tests import helpers
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.cluster import KMeans as SkKMeans  # noqa: E402
+from sklearn.metrics import adjusted_rand_score  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# scikit-learn's estimator checks. The only check KMeans does not pass is
+# listed here (and in flashkmeans_jax/estimator.py and docs/usage.md):
+# - check_sample_weight_equivalence_on_dense_data: integer weights are not
+#   equivalent to repeating rows *for the same seed*, because k-means++ draws
+#   from a different array; scikit-learn expects the same failure of its own
+#   KMeans (sklearn/utils/_test_common/instance_generator.py).
+# scikit-learn itself skips the pandas checks when pandas is absent and the
+# array-API checks unless SCIPY_ARRAY_API=1; sparse input raises TypeError, so
+# the sparse checks are not generated.
+EXPECTED_FAILED_CHECKS = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "sample_weight is not equivalent to removing/repeating samples for the "
+        "same random seeding (k-means++ draws differ), as for sklearn's KMeans",
+}
+
+
+@parametrize_with_checks([KMeans(n_clusters=2, max_iter=20, random_state=0)],
+                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+def test_sklearn_estimator_checks(estimator, check):
+  check(estimator)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+  x, _, _ = helpers.make_blobs(np.random.default_rng(0), 600, 5, 6, spread=4.0, std=1.0)
+  return x
+
+
+def test_matches_functional_kmeans(blobs):
+  est = KMeans(n_clusters=6, random_state=3, max_iter=50).fit(blobs)
+  res = fk.kmeans(jax.random.key(3), jnp.asarray(blobs), 6, max_iter=50)
+  np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
+  np.testing.assert_allclose(est.cluster_centers_, np.asarray(res.centroids), rtol=0, atol=0)
+  assert est.inertia_ == pytest.approx(float(res.inertia), rel=1e-6)
+  assert est.n_iter_ == int(res.n_iter)
+  assert est.converged_ == bool(res.converged)
+  assert est.inertia_history_.shape == (est.n_iter_,)
+  np.testing.assert_allclose(est.inertia_history_,
+                             np.asarray(res.inertia_history)[:est.n_iter_])
+  assert est.labels_.dtype == np.int32 and est.cluster_centers_.dtype == np.float32
+  assert est.n_features_in_ == 5
+  # The inertia never increases along Lloyd's iterations.
+  assert np.all(np.diff(est.inertia_history_.astype(np.float64)) <= 1e-3 * est.inertia_)
+
+
+def test_agrees_with_sklearn_from_same_init(blobs):
+  c0 = blobs[[0, 100, 200, 300, 400, 500]]
+  est = KMeans(n_clusters=6, init=c0, max_iter=100, tol=0.0).fit(blobs)
+  sk = SkKMeans(6, init=c0, n_init=1, max_iter=100, tol=0.0, algorithm="lloyd").fit(
+      blobs.astype(np.float64))
+  assert adjusted_rand_score(sk.labels_, est.labels_) == 1.0
+  np.testing.assert_allclose(est.cluster_centers_, sk.cluster_centers_, rtol=1e-4, atol=1e-4)
+  assert est.inertia_ == pytest.approx(sk.inertia_, rel=1e-5)
+  assert est.score(blobs) == pytest.approx(sk.score(blobs.astype(np.float64)), rel=1e-5)
+  np.testing.assert_array_equal(est.predict(blobs[:50]), sk.predict(blobs[:50].astype(np.float64)))
+  # transform: Euclidean distances, as scikit-learn's.
+  np.testing.assert_allclose(est.transform(blobs), sk.transform(blobs.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
+def test_transform_tiles_and_metrics(blobs, metric):
+  est = KMeans(n_clusters=4, metric=metric, random_state=0, max_iter=10).fit(blobs)
+  ref = helpers.np_distances(blobs, est.cluster_centers_, metric)
+  if metric == "sqeuclidean":
+    ref = np.sqrt(ref)
+  got = est.transform(blobs)
+  assert got.shape == (600, 4) and got.dtype == np.float32
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+  # Tiny tiles (7 rows of K=4 floats, last one padded): the same values up to
+  # float32 rounding of a differently shaped matmul.
+  tiled = pairwise_distances_tiled(jnp.asarray(blobs), est.cluster_centers_, metric=metric,
+                                   sqrt=metric == "sqeuclidean", tile_bytes=7 * 4 * 4)
+  np.testing.assert_allclose(tiled, got, rtol=1e-5, atol=1e-4)
+  np.testing.assert_array_equal(est.predict(blobs), est.labels_)
+  np.testing.assert_array_equal(got.argmin(1), est.labels_)
+
+
+def test_score_and_weights(blobs):
+  w = np.random.default_rng(1).uniform(0.5, 2.0, size=len(blobs)).astype(np.float32)
+  est = KMeans(n_clusters=6, random_state=0, max_iter=50).fit(blobs, sample_weight=w)
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, max_iter=50,
+                  weights=jnp.asarray(w))
+  np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
+  d = helpers.np_distances(blobs, est.cluster_centers_, "sqeuclidean")[
+      np.arange(len(blobs)), est.labels_]
+  assert est.inertia_ == pytest.approx(float((w * d).sum()), rel=1e-4)
+  assert est.score(blobs, sample_weight=w) == pytest.approx(-est.inertia_, rel=1e-5)
+  assert est.score(blobs) == pytest.approx(-d.sum(), rel=1e-4)
+  with pytest.raises(ValueError, match="shape"):
+    est.fit(blobs, sample_weight=w[:10])
+  with pytest.raises(ValueError, match="Negative"):
+    est.fit(blobs, sample_weight=-w)
+
+
+def test_jax_input_and_dtypes(blobs):
+  base = KMeans(n_clusters=3, random_state=1, max_iter=30)
+  a = clone(base).fit(blobs)
+  b = clone(base).fit(jnp.asarray(blobs))
+  c = clone(base).fit(blobs.astype(np.float64))
+  for other in (b, c):
+    np.testing.assert_array_equal(other.labels_, a.labels_)
+    assert other.cluster_centers_.dtype == np.float32
+  half = clone(base).fit(blobs.astype(np.float16))
+  assert half.cluster_centers_.dtype == np.float16
+  bf = clone(base).fit(jnp.asarray(blobs, jnp.bfloat16))
+  assert bf.cluster_centers_.dtype == jnp.bfloat16
+  cast = clone(base).set_params(dtype="float32").fit(blobs.astype(np.float16))
+  assert cast.cluster_centers_.dtype == np.float32
+  ints = clone(base).fit(np.round(blobs).astype(np.int64))
+  assert ints.cluster_centers_.dtype == np.float32
+  assert adjusted_rand_score(half.labels_, a.labels_) > 0.95
+  with pytest.raises(ValueError, match="dtype"):
+    clone(base).set_params(dtype="int8").fit(blobs)
+  with pytest.raises(ValueError, match="2 features, but KMeans is expecting 5"):
+    a.predict(jnp.asarray(blobs[:, :2]))
+
+
+def test_params_pickle_errors(blobs):
+  est = KMeans(n_clusters=4, random_state=0, max_iter=20)
+  assert est.get_params()["n_clusters"] == 4 and est.get_params()["init"] == "k-means++"
+  assert repr(est) == "KMeans(max_iter=20, n_clusters=4, random_state=0)"
+  with pytest.raises(NotFittedError):
+    est.predict(blobs)
+  est.fit(blobs)
+  again = pickle.loads(pickle.dumps(est))
+  np.testing.assert_array_equal(again.predict(blobs), est.predict(blobs))
+  np.testing.assert_array_equal(est.fit_predict(blobs), est.labels_)
+  np.testing.assert_allclose(est.fit_transform(blobs), est.transform(blobs))
+  with pytest.raises(ValueError, match="n_samples=3 should be >= n_clusters=4"):
+    clone(est).fit(blobs[:3])
+  with pytest.raises(ValueError, match="metric"):
+    clone(est).set_params(metric="manhattan").fit(blobs)
+  with pytest.raises(ValueError, match="shape of the initial centers"):
+    clone(est).set_params(init=blobs[:3]).fit(blobs)
+  with pytest.raises(ValueError, match="NaN"):
+    bad = jnp.asarray(blobs).at[0, 0].set(jnp.nan)
+    clone(est).fit(bad)
+
+
+def test_init_options(blobs):
+  # n_init="auto" is 10 for init="random": never worse than a single run.
+  one = KMeans(n_clusters=6, init="random", n_init=1, random_state=0, max_iter=50).fit(blobs)
+  auto = KMeans(n_clusters=6, init="random", n_init="auto", random_state=0,
+                max_iter=50).fit(blobs)
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, init="random", n_init=10,
+                  max_iter=50)
+  assert auto.inertia_ == pytest.approx(float(res.inertia), rel=1e-6)
+  assert auto.inertia_ <= one.inertia_ * (1 + 1e-6)
+  seen = {}
+
+  def my_init(x, k, rs):
+    seen["args"] = (x.shape, k, type(rs).__name__)
+    return x[:k]
+
+  est = KMeans(n_clusters=6, init=my_init, max_iter=50, random_state=0).fit(blobs)
+  assert seen["args"] == ((600, 5), 6, "RandomState")
+  ref = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, init=jnp.asarray(blobs[:6]),
+                  max_iter=50)
+  np.testing.assert_array_equal(est.labels_, np.asarray(ref.labels))
+
+
+def test_verbose_prints_each_iteration(blobs, capsys):
+  est = KMeans(n_clusters=3, random_state=0, max_iter=8, verbose=True).fit(blobs)
+  jax.effects_barrier()
+  lines = [l for l in capsys.readouterr().out.splitlines() if " iter " in l]
+  assert len(lines) == est.n_iter_
+  assert float(lines[0].split("inertia")[1].split()[0]) == pytest.approx(
+      float(est.inertia_history_[0]), rel=1e-5)
+
+
+def test_chunk_size_uses_streaming(blobs, monkeypatch):
+  calls = []
+
+  def fake_streaming(key, host_x, k, *, chunk_size=None, **kw):
+    calls.append((type(host_x), chunk_size))
+    kw.pop("verbose", None)
+    w = kw.pop("weights")
+    return fk.kmeans(key, jnp.asarray(host_x), k,
+                     weights=None if w is None else jnp.asarray(w), **kw)
+
+  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming",
+                      types.SimpleNamespace(kmeans_streaming=fake_streaming))
+  est = KMeans(n_clusters=4, random_state=2, max_iter=30, chunk_size=128).fit(blobs)
+  assert calls == [(np.ndarray, 128)]
+  ref = KMeans(n_clusters=4, random_state=2, max_iter=30).fit(blobs)
+  np.testing.assert_array_equal(est.labels_, ref.labels_)
+  assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+  # Module absent: a clear ImportError.
+  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming", None)
+  with pytest.raises(ImportError, match="chunk_size needs"):
+    KMeans(n_clusters=4, chunk_size=128).fit(blobs)
+
+
+def test_works_without_sklearn():
+  code = r"""
+import sys
+for name in [m for m in sys.modules if m.startswith("sklearn")]:
+    del sys.modules[name]
+sys.modules["sklearn"] = None
+import numpy as np
+from flashkmeans_jax.estimator import KMeans, NotFittedError
+x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+est = KMeans(n_clusters=3, random_state=0, max_iter=10)
+assert type(est).__mro__[1].__name__ == "_ParamsBase", type(est).__mro__
+assert est.set_params(n_clusters=4) is est and est.get_params()["n_clusters"] == 4
+print(repr(est))
+try:
+    est.predict(x)
+except NotFittedError:
+    pass
+est.fit(x)
+assert est.labels_.shape == (200,) and est.transform(x).shape == (200, 4)
+assert abs(est.score(x) + est.inertia_) <= 1e-4 * est.inertia_
+try:
+    est.set_params(bogus=1)
+except ValueError as e:
+    print("ok:", e)
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "KMeans(max_iter=10, n_clusters=4, random_state=0)" in out.stdout
+  assert "ok: Invalid parameter 'bogus'" in out.stdout
