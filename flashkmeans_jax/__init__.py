@@ -12,10 +12,13 @@ from flashkmeans_jax.assignment import assign
 from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
 from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
+from flashkmeans_jax.distributed import (allreduce_sums, psum_sums, sharded_assign,
+                                         sharded_kmeans, sharded_update)
 
 __all__ = [
     "KMeansResult",
     "__version__",
+    "allreduce_sums",
     "assign",
     "batched_kmeans",
     "cluster_sums",
@@ -23,5 +26,9 @@ __all__ = [
     "init_kmeans_plusplus",
     "init_random",
     "kmeans",
+    "psum_sums",
+    "sharded_assign",
+    "sharded_kmeans",
+    "sharded_update",
     "update",
 ]
