@@ -13,7 +13,8 @@ from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
 from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
 from flashkmeans_jax.distributed import (allreduce_sums, psum_sums, sharded_assign,
-                                         sharded_kmeans, sharded_update)
+                                         sharded_init_kmeans_plusplus, sharded_kmeans,
+                                         sharded_update)
 
 __all__ = [
     "KMeansResult",
@@ -28,6 +29,7 @@ __all__ = [
     "kmeans",
     "psum_sums",
     "sharded_assign",
+    "sharded_init_kmeans_plusplus",
     "sharded_kmeans",
     "sharded_update",
     "update",

@@ -58,7 +58,8 @@ from flashkmeans_jax import seeding as seed_mod
 from flashkmeans_jax._types import KMeansResult
 
 __all__ = ["sharded_kmeans", "sharded_assign", "sharded_update", "allreduce_sums",
-           "psum_sums", "is_row_sharded", "data_mesh"]
+           "psum_sums", "is_row_sharded", "data_mesh",
+           "sharded_init_kmeans_plusplus"]
 
 DEFAULT_AXIS = "data"
 
@@ -449,6 +450,43 @@ def sharded_kmeans(key: jax.Array, x: Any, k: int, *, mesh: Mesh | None = None,
     init_array = jnp.asarray(init_array)
   return _sharded_kmeans_jit(key, xs, ws, init_array, mesh=mesh, axes=axes, n_valid=n,
                              verbose=verbose, config=config, **static)
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "axes", "k", "metric",
+                                             "n_local_trials"))
+def _sharded_pp_jit(key, x, w, *, mesh, axes, k, metric, n_local_trials):
+  n_shards = _n_shards(mesh, axes)
+
+  def per_shard(key, x, w):
+    return _kmeanspp_sharded(key, x, w.astype(jnp.float32), k, metric, axes, n_shards,
+                             _dispatch.resolve_precision("highest"), n_local_trials)
+
+  return jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(axes, None), P(axes)),
+                       out_specs=P(), check_vma=False)(key, x, w)
+
+
+def sharded_init_kmeans_plusplus(key: jax.Array, x: Any, k: int, *,
+                                 mesh: Mesh | None = None,
+                                 axis_name: str | tuple[str, ...] | None = None,
+                                 weights: Any = None, metric: str = "sqeuclidean",
+                                 n_local_trials: int | None = None) -> jax.Array:
+  """Greedy k-means++ seeds ``float32[k, D]`` of row-sharded ``x`` without
+  gathering points (what ``sharded_kmeans(init="k-means++")`` starts from).
+
+  Candidates are drawn with probability ``weight * D(x)^2`` over all shards,
+  as :func:`flashkmeans_jax.init_kmeans_plusplus` draws them; per step the
+  collectives are an all-gather of P shard potentials, a psum of the L
+  candidate rows (O(L*D)) and a psum of L candidate potentials."""
+  _checks.check_points(x)
+  n = x.shape[0]
+  k = _checks.check_k(k, n)
+  metric = _checks.check_metric(metric)
+  _check_weights(weights, n)
+  mesh, axes = _resolve(x, mesh, axis_name)
+  xs, ws, n_pad = _prepare(x, np.ones((n,), np.float32) if weights is None else weights,
+                           mesh, axes)
+  return _sharded_pp_jit(key, xs, ws, mesh=mesh, axes=axes, k=k, metric=metric,
+                         n_local_trials=n_local_trials)
 
 
 # ----------------------------------------------------------------------------
