@@ -266,3 +266,13 @@ def test_two_processes_jax_distributed():
     np.testing.assert_allclose(np.asarray(r["sums"]), np.asarray(ref_sums), rtol=1e-5,
                                atol=1e-3)
     np.testing.assert_array_equal(np.asarray(r["counts"]), np.asarray(ref_counts))
+
+
+def test_explicit_axis_mesh_from_make_mesh(blobs):
+  """jax.make_mesh gives Explicit axes in jax 0.11; the path works with them too."""
+  x, _, _ = blobs
+  mesh = jax.make_mesh((8,), ("data",))
+  init = jnp.asarray(x[:10])
+  res = fk.kmeans(jax.random.key(0), jax.device_put(x, NamedSharding(mesh, P("data"))), 10,
+                  init=init)
+  _assert_same(res, fk.kmeans(jax.random.key(0), x, 10, init=init))
