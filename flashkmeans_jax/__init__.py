@@ -14,11 +14,15 @@ from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
 from flashkmeans_jax.streaming import assign_streaming, kmeans_streaming
 from flashkmeans_jax.estimator import KMeans
+from flashkmeans_jax.distributed import (allreduce_sums, psum_sums, sharded_assign,
+                                         sharded_init_kmeans_plusplus, sharded_kmeans,
+                                         sharded_update)
 
 __all__ = [
     "KMeans",
     "KMeansResult",
     "__version__",
+    "allreduce_sums",
     "assign",
     "assign_streaming",
     "batched_kmeans",
@@ -28,5 +32,10 @@ __all__ = [
     "init_random",
     "kmeans",
     "kmeans_streaming",
+    "psum_sums",
+    "sharded_assign",
+    "sharded_init_kmeans_plusplus",
+    "sharded_kmeans",
+    "sharded_update",
     "update",
 ]

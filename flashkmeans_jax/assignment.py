@@ -215,7 +215,15 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
 
   Works under ``jit`` and ``vmap`` (the Pallas kernel's batching rule adds a
   grid axis, so a vmapped call is one launch).
+
+  A concrete ``jax.Array`` split over devices on axis 0 is assigned shard by
+  shard (:func:`flashkmeans_jax.distributed.sharded_assign`).
   """
+  # Data-parallel path (issue #9): x row-sharded over more than one device.
+  from flashkmeans_jax import distributed
+  if distributed.is_row_sharded(x):
+    return distributed.sharded_assign(x, centroids, metric=metric, impl=impl,
+                                      precision=precision, config=config)
   _checks.check_points(x)
   _checks.check_centroids(centroids, x.shape[1])
   metric = _checks.check_metric(metric)

@@ -189,7 +189,15 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
     ``centroids [K, D]`` in ``x.dtype`` (accumulated in float32) and
     ``counts float32[K]`` (weight sums; after relocation under
     ``"farthest"``).
+
+  A concrete ``jax.Array`` x split over devices on axis 0 is reduced with one
+  psum (:func:`flashkmeans_jax.distributed.sharded_update`).
   """
+  # Data-parallel path (issue #9): x row-sharded over more than one device.
+  from flashkmeans_jax import distributed
+  if distributed.is_row_sharded(x):
+    return distributed.sharded_update(x, labels, centroids_or_k, weights=weights,
+                                      metric=metric, empty=empty, dist=dist, impl=impl)
   _checks.check_points(x)
   n, d = x.shape
   _checks.check_labels(labels, n)

@@ -177,7 +177,17 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
     :class:`KMeansResult` with ``centroids [k, D]`` (x's dtype), ``labels
     int32[N]``, ``inertia``, ``n_iter``, ``converged`` and
     ``inertia_history float32[max_iter]``.
+
+  A concrete ``jax.Array`` split over devices on axis 0 runs data-parallel
+  (:func:`flashkmeans_jax.distributed.sharded_kmeans`).
   """
+  # Data-parallel path (issue #9): x row-sharded over more than one device.
+  from flashkmeans_jax import distributed
+  if distributed.is_row_sharded(x):
+    return distributed.sharded_kmeans(
+        key, x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
+        n_init=n_init, empty=empty, impl=impl, precision=precision,
+        check_finite=check_finite, verbose=verbose, config=config)
   _checks.check_points(x)
   static, init_array = _normalise_args(x, k, init, max_iter, tol, metric, weights, n_init,
                                        empty, impl, precision)
