@@ -51,7 +51,7 @@ class UpdateConfig:
   rows_per_item: int = 256
   block_rows: int = 32
   block_d: int = 128
-  num_warps: int = 4
+  num_warps: int = 8
   num_stages: int = 2
 
 
@@ -66,6 +66,12 @@ def device_kind() -> str:
     return ""
 
 
+def _family(kind: str) -> str:
+  """``"hopper"`` for H100/H200/GH200 (measured tables), else ``"fallback"``."""
+  k = kind.upper()
+  return "hopper" if any(t in k for t in ("H100", "H200", "GH200", "H800", "H20")) else "fallback"
+
+
 def _is_16bit(dtype) -> bool:
   return jnp.dtype(dtype).itemsize == 2
 
@@ -78,25 +84,34 @@ def assign_config(n: int, k: int, d: int, dtype, *, exact_f32: bool = False,
   operand buffers (a 128-wide centroid tile overflows shared memory).
   """
   kind = device_kind() if kind is None else kind
-  del kind  # one table for Hopper and for unknown cards so far
   dp = max(16, next_pow2(d))
+  if _family(kind) == "fallback":
+    # Unknown card (Ampere, Ada, consumer parts): small tiles that fit ~100 KB
+    # of shared memory with two stages, whatever the dtype.
+    return AssignConfig(block_n=64, block_k=32 if exact_f32 else 64, block_d=min(dp, 128),
+                        num_warps=4, num_stages=2)
   if not _is_16bit(dtype):
     # float32 operands: twice the bytes per element of the 16-bit tiles.
     block_k = 32 if exact_f32 else 64
     return AssignConfig(block_n=64 if dp > 128 else 128, block_k=block_k,
                         block_d=min(dp, 128), num_warps=4, num_stages=2)
+  # 16-bit operands, from the sweeps on an H200 (benchmarks/NOTES.md): the
+  # point tile stays in registers up to D=256; beyond that D is tiled by 128
+  # inside the kernel (a 512-wide tile overflows shared memory).
   if dp <= 128:
-    return AssignConfig(block_n=128, block_k=128 if k >= 128 else 64, block_d=dp,
-                        num_warps=8, num_stages=3)
+    return AssignConfig(block_n=128, block_k=128, block_d=dp, num_warps=4, num_stages=2)
   if dp <= 256:
-    return AssignConfig(block_n=128, block_k=64, block_d=dp, num_warps=8, num_stages=2)
-  # Large D: tile D inside the kernel so shared memory stays bounded.
-  return AssignConfig(block_n=128, block_k=64, block_d=128, num_warps=8, num_stages=2)
+    return AssignConfig(block_n=256, block_k=64, block_d=dp, num_warps=8, num_stages=3)
+  return AssignConfig(block_n=128, block_k=128, block_d=128, num_warps=8, num_stages=3)
 
 
 def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:
   """Tiling for the sort-inverse update of ``[n, d]`` points into ``k`` sums."""
-  del n, k, dtype, kind
+  del n, k, dtype
+  kind = device_kind() if kind is None else kind
   dp = max(16, next_pow2(d))
-  return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=4,
+  if _family(kind) == "fallback":
+    return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=4,
+                        num_stages=2)
+  return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=8,
                       num_stages=2)
