@@ -1,0 +1,242 @@
+"""Reliability (#8): bad input gets a clear error, degenerate data never
+corrupts a result, and results are reproducible.
+
+Layout, so that other entry points (estimator, streaming, sharded) can add
+their rows:
+
+* ``BAD_INPUTS`` is a table of ``Bad(id, call, exc, match)``; ``call`` takes
+  the fixture dict ``D`` (a key, points, centroids, labels) and makes one bad
+  call; the test checks the exception type and that its message names the
+  argument. Extend it with ``BAD_INPUTS += [...]`` in another module and
+  parametrise over it the same way.
+* ``JIT_SHAPE_ERRORS`` is the subset that must also fire at trace time inside
+  ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.experimental import checkify
+
+import flashkmeans_jax as fk
+from flashkmeans_jax import checked
+from tests import helpers
+
+IMPL = "xla"
+
+# --------------------------------------------------------------------------
+# Fixture data shared by the bad-input table.
+# --------------------------------------------------------------------------
+
+_rng = np.random.default_rng(0)
+_X = jnp.asarray(_rng.normal(size=(20, 3)).astype(np.float32))
+D: dict[str, Any] = dict(
+    key=jax.random.key(0),
+    x=_X,
+    xb=jnp.stack([_X, _X + 1.0]),  # [B=2, N=20, D=3]
+    c=_X[:4],
+    labels=jnp.arange(20, dtype=jnp.int32) % 4,
+    w=jnp.ones((20,), jnp.float32),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bad:
+  id: str
+  call: Callable[[dict], Any]
+  exc: type[Exception]
+  match: str  # regex the message must contain (names the argument)
+
+
+def _km(x=None, k=3, **kw):
+  kw = {"impl": IMPL, "max_iter": 2, **kw}
+  return lambda d: fk.kmeans(d["key"], d["x"] if x is None else x, k, **kw)
+
+
+def _bkm(x=None, k=3, **kw):
+  kw = {"impl": IMPL, "max_iter": 2, **kw}
+  return lambda d: fk.batched_kmeans(d["key"], d["xb"] if x is None else x, k, **kw)
+
+
+BAD_INPUTS: list[Bad] = [
+    # ---- assign
+    Bad("assign/x-rank1", lambda d: fk.assign(d["x"][0], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("assign/x-rank3", lambda d: fk.assign(d["xb"], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("assign/x-list", lambda d: fk.assign([[1.0, 2.0]], d["c"]), TypeError, r"x must be an array"),
+    Bad("assign/x-int", lambda d: fk.assign(d["x"].astype(jnp.int32), d["c"]), TypeError, r"x must be float.*integer"),
+    Bad("assign/x-complex", lambda d: fk.assign(d["x"].astype(jnp.complex64), d["c"]), TypeError, r"x must be float.*complex"),
+    Bad("assign/x-bool", lambda d: fk.assign(d["x"] > 0, d["c"]), TypeError, r"x must be float"),
+    Bad("assign/x-empty", lambda d: fk.assign(d["x"][:0], d["c"]), ValueError, r"x must not have an empty axis"),
+    Bad("assign/c-D-mismatch", lambda d: fk.assign(d["x"], d["c"][:, :2]), ValueError, r"centroids must have D=3.*\(4, 2\)"),
+    Bad("assign/c-rank1", lambda d: fk.assign(d["x"], d["c"][0]), ValueError, r"centroids must have rank 2"),
+    Bad("assign/c-int", lambda d: fk.assign(d["x"], d["c"].astype(jnp.int32)), TypeError, r"centroids must be float"),
+    Bad("assign/metric", lambda d: fk.assign(d["x"], d["c"], metric="l1"), ValueError, r"metric must be one of.*'l1'"),
+    Bad("assign/impl", lambda d: fk.assign(d["x"], d["c"], impl="cuda"), ValueError, r"impl must be one of.*'cuda'"),
+    Bad("assign/precision", lambda d: fk.assign(d["x"], d["c"], precision="ultra"), ValueError, r"precision must be.*'ultra'"),
+    Bad("assign/precision-int", lambda d: fk.assign(d["x"], d["c"], precision=3), ValueError, r"precision must be"),
+    # ---- update
+    Bad("update/labels-shape", lambda d: fk.update(d["x"], d["labels"][:5], d["c"]), ValueError, r"labels must have shape \(20,\).*\(5,\)"),
+    Bad("update/labels-2d", lambda d: fk.update(d["x"], d["labels"][None], d["c"]), ValueError, r"labels must have shape"),
+    Bad("update/labels-float", lambda d: fk.update(d["x"], d["labels"].astype(jnp.float32), d["c"]), TypeError, r"labels must be an integer"),
+    Bad("update/labels-range", lambda d: fk.update(d["x"], d["labels"].at[0].set(9), d["c"]), ValueError, r"labels must lie in \[0, k=4\)"),
+    Bad("update/labels-negative", lambda d: fk.update(d["x"], d["labels"].at[0].set(-1), 4), ValueError, r"labels must lie in"),
+    Bad("update/k-zero", lambda d: fk.update(d["x"], d["labels"], 0), ValueError, r"centroids_or_k must be >= 1"),
+    Bad("update/k-float", lambda d: fk.update(d["x"], d["labels"], 4.0), TypeError, r"centroids_or_k must be a Python int"),
+    Bad("update/c-D-mismatch", lambda d: fk.update(d["x"], d["labels"], d["c"][:, :2]), ValueError, r"centroids_or_k must have D=3"),
+    Bad("update/x-int", lambda d: fk.update(d["x"].astype(jnp.int32), d["labels"], 4), TypeError, r"x must be float"),
+    Bad("update/weights-shape", lambda d: fk.update(d["x"], d["labels"], 4, weights=d["w"][:3]), ValueError, r"weights must have shape \(20,\)"),
+    Bad("update/weights-negative", lambda d: fk.update(d["x"], d["labels"], 4, weights=-d["w"]), ValueError, r"weights must be >= 0"),
+    Bad("update/weights-nan", lambda d: fk.update(d["x"], d["labels"], 4, weights=d["w"].at[2].set(jnp.nan)), ValueError, r"weights must be finite"),
+    Bad("update/weights-int", lambda d: fk.update(d["x"], d["labels"], 4, weights=jnp.ones(20, jnp.int32)), TypeError, r"weights must be a float"),
+    Bad("update/metric", lambda d: fk.update(d["x"], d["labels"], 4, metric="l2"), ValueError, r"metric must be one of"),
+    Bad("update/empty", lambda d: fk.update(d["x"], d["labels"], 4, empty="drop"), ValueError, r"empty must be one of.*'drop'"),
+    Bad("update/farthest-no-dist", lambda d: fk.update(d["x"], d["labels"], d["c"], empty="farthest"), ValueError, r"farthest.*needs.*dist"),
+    Bad("update/dist-shape", lambda d: fk.update(d["x"], d["labels"], d["c"], empty="farthest", dist=jnp.zeros(3)), ValueError, r"dist must have shape \(20,\)"),
+    Bad("update/impl", lambda d: fk.update(d["x"], d["labels"], 4, impl="triton"), ValueError, r"impl must be one of"),
+    # ---- cluster_sums
+    Bad("cluster_sums/x-rank", lambda d: fk.cluster_sums(d["x"][0], d["labels"], 4), ValueError, r"x must have rank 2"),
+    Bad("cluster_sums/labels-shape", lambda d: fk.cluster_sums(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape \(20,\)"),
+    Bad("cluster_sums/labels-range", lambda d: fk.cluster_sums(d["x"], d["labels"], 2), ValueError, r"labels must lie in \[0, k=2\)"),
+    Bad("cluster_sums/k-zero", lambda d: fk.cluster_sums(d["x"], d["labels"], 0), ValueError, r"k must be >= 1"),
+    Bad("cluster_sums/k-array", lambda d: fk.cluster_sums(d["x"], d["labels"], jnp.int32(4)), TypeError, r"k must be a Python int"),
+    Bad("cluster_sums/weights-shape", lambda d: fk.cluster_sums(d["x"], d["labels"], 4, weights=d["w"][:3]), ValueError, r"weights must have shape"),
+    Bad("cluster_sums/impl", lambda d: fk.cluster_sums(d["x"], d["labels"], 4, impl="gpu"), ValueError, r"impl must be one of"),
+    # ---- finalize_centroids
+    Bad("finalize/counts-shape", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(5), None), ValueError, r"counts must have shape \(4,\)"),
+    Bad("finalize/sums-rank", lambda d: fk.finalize_centroids(jnp.zeros(4), jnp.ones(4), None), ValueError, r"sums must have rank 2"),
+    Bad("finalize/previous-shape", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), jnp.zeros((5, 3))), ValueError, r"previous must have k=4 rows"),
+    Bad("finalize/metric", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, metric="l1"), ValueError, r"metric must be one of"),
+    Bad("finalize/empty", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, empty="drop"), ValueError, r"empty must be one of"),
+    Bad("finalize/farthest-no-x", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, empty="farthest"), ValueError, r"farthest.*needs x, labels and dist"),
+    # ---- seeding
+    Bad("init_random/k>N", lambda d: fk.init_random(d["key"], d["x"], 21), ValueError, r"k=21 exceeds the number of points N=20"),
+    Bad("init_random/k-zero", lambda d: fk.init_random(d["key"], d["x"], 0), ValueError, r"k must be >= 1"),
+    Bad("init_random/x-int", lambda d: fk.init_random(d["key"], d["x"].astype(jnp.int32), 3), TypeError, r"x must be float"),
+    Bad("init_random/key", lambda d: fk.init_random(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("init_random/weights-negative", lambda d: fk.init_random(d["key"], d["x"], 3, -d["w"]), ValueError, r"weights must be >= 0"),
+    Bad("init_kmeans_plusplus/k>N", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 21), ValueError, r"k=21 exceeds"),
+    Bad("init_kmeans_plusplus/k-zero", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 0), ValueError, r"k must be >= 1"),
+    Bad("init_kmeans_plusplus/x-rank", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"][0], 3), ValueError, r"x must have rank 2"),
+    Bad("init_kmeans_plusplus/metric", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, metric="l1"), ValueError, r"metric must be one of"),
+    Bad("init_kmeans_plusplus/trials", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, n_local_trials=0), ValueError, r"n_local_trials must be >= 1"),
+    Bad("init_kmeans_plusplus/weights-shape", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, d["w"][:2]), ValueError, r"weights must have shape"),
+    # ---- kmeans
+    Bad("kmeans/x-rank", _km(x=_X[0]), ValueError, r"x must have rank 2"),
+    Bad("kmeans/x-int", _km(x=_X.astype(jnp.int32)), TypeError, r"x must be float.*integer"),
+    Bad("kmeans/x-complex", _km(x=_X.astype(jnp.complex64)), TypeError, r"x must be float.*complex"),
+    Bad("kmeans/x-numpy-int", _km(x=np.ones((20, 3), np.int64)), TypeError, r"x must be float"),
+    Bad("kmeans/k-zero", _km(k=0), ValueError, r"k must be >= 1, got 0"),
+    Bad("kmeans/k-negative", _km(k=-2), ValueError, r"k must be >= 1"),
+    Bad("kmeans/k>N", _km(k=21), ValueError, r"k=21 exceeds the number of points N=20"),
+    Bad("kmeans/k-float", _km(k=3.0), TypeError, r"k must be a Python int.*3\.0"),
+    Bad("kmeans/k-bool", _km(k=True), TypeError, r"k must be a Python int"),
+    Bad("kmeans/k-array", _km(k=jnp.int32(3)), TypeError, r"k must be a Python int"),
+    Bad("kmeans/init-name", _km(init="kmeans++"), ValueError, r"init must be one of.*'kmeans\+\+'"),
+    Bad("kmeans/init-list", _km(init=[[0.0] * 3] * 3), TypeError, r"init must be"),
+    Bad("kmeans/init-D", _km(init=_X[:3, :2]), ValueError, r"init must have D=3"),
+    Bad("kmeans/init-k", _km(init=_X[:4]), ValueError, r"init must have k=3 rows"),
+    Bad("kmeans/init-rank3", _km(init=_X[None, :3]), ValueError, r"init must have rank 2"),
+    Bad("kmeans/init-int", _km(init=_X[:3].astype(jnp.int32)), TypeError, r"init must be float"),
+    Bad("kmeans/init-nan", _km(init=_X[:3].at[0, 0].set(jnp.nan)), ValueError, r"init contains NaN"),
+    Bad("kmeans/metric", _km(metric="euclidean"), ValueError, r"metric must be one of.*'euclidean'"),
+    Bad("kmeans/impl", _km(impl="cuda"), ValueError, r"impl must be one of.*'cuda'"),
+    Bad("kmeans/empty", _km(empty="drop"), ValueError, r"empty must be one of"),
+    Bad("kmeans/max_iter-zero", _km(max_iter=0), ValueError, r"max_iter must be >= 1, got 0"),
+    Bad("kmeans/max_iter-float", _km(max_iter=10.0), TypeError, r"max_iter must be an int"),
+    Bad("kmeans/tol-negative", _km(tol=-1e-3), ValueError, r"tol must be a finite number >= 0"),
+    Bad("kmeans/tol-nan", _km(tol=float("nan")), ValueError, r"tol must be a finite number"),
+    Bad("kmeans/tol-str", _km(tol="1e-4"), TypeError, r"tol must be a float"),
+    Bad("kmeans/n_init-zero", _km(n_init=0), ValueError, r"n_init must be >= 1"),
+    Bad("kmeans/precision", _km(precision="best"), ValueError, r"precision must be"),
+    Bad("kmeans/weights-shape", _km(weights=jnp.ones(19)), ValueError, r"weights must have shape \(20,\).*\(19,\)"),
+    Bad("kmeans/weights-negative", _km(weights=jnp.ones(20).at[3].set(-1.0)), ValueError, r"weights must be >= 0, got minimum -1"),
+    Bad("kmeans/weights-inf", _km(weights=jnp.ones(20).at[3].set(jnp.inf)), ValueError, r"weights must be finite"),
+    Bad("kmeans/weights-nan", _km(weights=jnp.ones(20).at[3].set(jnp.nan)), ValueError, r"weights must be finite"),
+    Bad("kmeans/weights-zero-sum", _km(weights=jnp.zeros(20)), ValueError, r"weights must have a positive sum"),
+    Bad("kmeans/weights-int", _km(weights=jnp.ones(20, jnp.int32)), TypeError, r"weights must be a float"),
+    Bad("kmeans/x-nan", _km(x=_X.at[1, 1].set(jnp.nan)), ValueError, r"x contains NaN or Inf.*check_finite=False"),
+    Bad("kmeans/x-inf", _km(x=_X.at[1, 1].set(-jnp.inf)), ValueError, r"x contains NaN or Inf"),
+    Bad("kmeans/x-nan-numpy", _km(x=np.asarray(_X.at[1, 1].set(jnp.nan))), ValueError, r"x contains NaN or Inf"),
+    Bad("kmeans/key-none", lambda d: fk.kmeans(None, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("kmeans/key-int", lambda d: fk.kmeans(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("kmeans/key-split", lambda d: fk.kmeans(jax.random.split(d["key"], 2), d["x"], 3), ValueError, r"key must be a single key"),
+    Bad("kmeans/key-float", lambda d: fk.kmeans(jnp.zeros(2), d["x"], 3), TypeError, r"key must be a jax.random key"),
+    # ---- batched_kmeans
+    Bad("batched/x-rank2", _bkm(x=_X), ValueError, r"x must have rank 3 \(\[B, N, D\]\)"),
+    Bad("batched/k>N", _bkm(k=21), ValueError, r"k=21 exceeds"),
+    Bad("batched/weights-batch", _bkm(weights=jnp.ones((3, 20))), ValueError, r"weights must have shape \(2, 20\).*\(3, 20\)"),
+    Bad("batched/weights-unbatched", _bkm(weights=jnp.ones(20)), ValueError, r"weights must have shape \(2, 20\)"),
+    Bad("batched/weights-member-zero", _bkm(weights=jnp.ones((2, 20)).at[1].set(0.0)), ValueError, r"positive sum.*member\(s\) \[1\]"),
+    Bad("batched/init-batch", _bkm(init=jnp.stack([_X[:3]] * 3)), ValueError, r"init batch axes \(3,\) do not match x's \(2,\)"),
+    Bad("batched/init-rank1", _bkm(init=_X[0]), ValueError, r"init must have shape \[k, D\] \(shared\) or \[B, k, D\]"),
+    Bad("batched/init-k", _bkm(init=jnp.stack([_X[:4]] * 2)), ValueError, r"init must have k=3 rows"),
+    Bad("batched/x-nan", _bkm(x=jnp.stack([_X, _X.at[0, 0].set(jnp.nan)])), ValueError, r"x contains NaN"),
+    Bad("batched/key-split", lambda d: fk.batched_kmeans(jax.random.split(d["key"], 2), d["xb"], 3), ValueError, r"key must be a single key"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[b.id for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(case):
+  with pytest.raises(case.exc, match=case.match):
+    case.call(D)
+
+
+def test_bad_input_ids_unique():
+  ids = [b.id for b in BAD_INPUTS]
+  assert len(ids) == len(set(ids))
+
+
+# Shape errors must fire while tracing, i.e. also inside jax.jit.
+JIT_SHAPE_ERRORS: list[Bad] = [
+    Bad("jit/assign-D", lambda d: jax.jit(fk.assign)(d["x"], d["c"][:, :2]), ValueError, r"centroids must have D=3"),
+    Bad("jit/assign-rank", lambda d: jax.jit(fk.assign)(d["x"][0], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("jit/assign-int", lambda d: jax.jit(fk.assign)(d["x"].astype(jnp.int32), d["c"]), TypeError, r"x must be float"),
+    Bad("jit/update-labels", lambda d: jax.jit(fk.update, static_argnums=2)(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape"),
+    Bad("jit/update-weights", lambda d: jax.jit(lambda x, l, w: fk.update(x, l, 4, weights=w))(d["x"], d["labels"], d["w"][:2]), ValueError, r"weights must have shape"),
+    Bad("jit/cluster_sums-labels", lambda d: jax.jit(fk.cluster_sums, static_argnums=2)(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape"),
+    Bad("jit/kmeans-k>N", lambda d: jax.jit(lambda key, x: fk.kmeans(key, x, 21))(d["key"], d["x"]), ValueError, r"k=21 exceeds"),
+    Bad("jit/kmeans-init-D", lambda d: jax.jit(lambda key, x, c: fk.kmeans(key, x, 3, init=c))(d["key"], d["x"], d["c"][:3, :2]), ValueError, r"init must have D=3"),
+    Bad("jit/kmeans-weights", lambda d: jax.jit(lambda key, x, w: fk.kmeans(key, x, 3, weights=w))(d["key"], d["x"], d["w"][:5]), ValueError, r"weights must have shape"),
+    Bad("jit/batched-init", lambda d: jax.jit(lambda key, x, c: fk.batched_kmeans(key, x, 3, init=c))(d["key"], d["xb"], jnp.stack([d["c"][:3]] * 3)), ValueError, r"init batch axes"),
+    Bad("jit/init_random-k>N", lambda d: jax.jit(lambda key, x: fk.init_random(key, x, 30))(d["key"], d["x"]), ValueError, r"k=30 exceeds"),
+    Bad("jit/kmeans-key", lambda d: jax.jit(lambda key, x: fk.kmeans(key, x, 3))(jax.random.split(d["key"], 2), d["x"]), ValueError, r"key must be a single key"),
+]
+
+
+@pytest.mark.parametrize("case", JIT_SHAPE_ERRORS, ids=[b.id for b in JIT_SHAPE_ERRORS])
+def test_shape_errors_fire_at_trace_time(case):
+  with pytest.raises(case.exc, match=case.match):
+    case.call(D)
+
+
+def test_concrete_values_checked_when_closed_over_by_jit():
+  """A concrete array closed over by a traced function is still value-checked
+  (used to crash with TracerBoolConversionError)."""
+  x_nan = D["x"].at[0, 0].set(jnp.nan)
+  with pytest.raises(ValueError, match="x contains NaN"):
+    jax.jit(lambda key: fk.kmeans(key, x_nan, 3, max_iter=2))(D["key"])
+  bad_labels = D["labels"].at[0].set(7)
+  with pytest.raises(ValueError, match="labels must lie in"):
+    jax.jit(lambda x: fk.update(x, bad_labels, 4))(D["x"])
+  # ...and clean closed-over data runs.
+  res = jax.jit(lambda key: fk.kmeans(key, D["x"], 3, max_iter=2))(D["key"])
+  assert np.isfinite(np.asarray(res.centroids)).all()
+
+
+def test_numpy_integer_k_accepted():
+  c, counts = fk.update(D["x"], D["labels"], np.int64(4))
+  assert c.shape == (4, 3) and float(counts.sum()) == 20
+  res = fk.kmeans(D["key"], D["x"], np.int32(3), max_iter=3, tol=np.float32(1e-4),
+                  n_init=np.int64(1))
+  assert res.centroids.shape == (3, 3)
+  # A raw uint32 key is accepted like a typed one.
+  res2 = fk.kmeans(jax.random.PRNGKey(0), D["x"], 3, max_iter=3)
+  assert res2.centroids.shape == (3, 3)
