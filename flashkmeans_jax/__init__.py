@@ -12,13 +12,14 @@ from flashkmeans_jax.assignment import assign
 from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
 from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
-from flashkmeans_jax.checked import checked_kmeans
+from flashkmeans_jax.checked import checked_batched_kmeans, checked_kmeans
 
 __all__ = [
     "KMeansResult",
     "__version__",
     "assign",
     "batched_kmeans",
+    "checked_batched_kmeans",
     "checked_kmeans",
     "cluster_sums",
     "finalize_centroids",

@@ -13,7 +13,7 @@ To *detect* bad values inside compiled code, use ``checkify``:
   itself be wrapped in ``jax.jit``. Call ``error.throw()`` (outside ``jit``)
   to raise, or ``error.get()`` for the message (``None`` when all is well)::
 
-      run = jax.jit(checked_kmeans, static_argnames=("k", "max_iter"))
+      run = jax.jit(checked_kmeans, static_argnames=("k", "max_iter", "n_init"))
       err, res = run(key, x, k=8, max_iter=50)
       err.throw()
 
@@ -27,9 +27,14 @@ To *detect* bad values inside compiled code, use ``checkify``:
       err, res = checkify.checkify(jax.jit(pipeline))(key, x)
 
 * ``checkify.checkify(f, errors=checkify.float_checks)`` also works on a
-  function that calls :func:`kmeans`: on finite data the library produces no
-  NaN and divides by no zero, so no error is reported; NaN data is reported
-  at the first primitive whose output it reaches.
+  function that calls :func:`kmeans` with ``n_init=1``: on finite data the
+  library produces no NaN and divides by no zero, so no error is reported;
+  NaN data is reported at the first primitive whose output it reaches.
+  Limitation (JAX's): checkify cannot transform a ``while_loop`` under
+  ``vmap``, so checkifying a function that calls ``kmeans(n_init>1)`` or
+  :func:`batched_kmeans` fails with "Checkify does not support batched
+  while-loops"; :func:`checked_kmeans` and :func:`checked_batched_kmeans`
+  avoid this by checkifying only the data checks.
 """
 
 from __future__ import annotations
@@ -41,9 +46,9 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from flashkmeans_jax._types import KMeansResult
-from flashkmeans_jax.lloyd import kmeans
+from flashkmeans_jax.lloyd import batched_kmeans, kmeans
 
-__all__ = ["checked_kmeans", "data_checks"]
+__all__ = ["checked_kmeans", "checked_batched_kmeans", "data_checks"]
 
 
 def data_checks(x: jax.Array, weights: jax.Array | None = None,
@@ -51,7 +56,8 @@ def data_checks(x: jax.Array, weights: jax.Array | None = None,
   """``checkify.check`` calls for the values :func:`kmeans` needs.
 
   ``x`` (and an array ``init``) finite; ``weights`` finite, ``>= 0`` and of
-  positive sum. Works on tracers; the checks only report when the enclosing
+  positive sum (along the last axis, so ``[B, N]`` weights need a positive sum
+  per batch member). Works on tracers; the checks only report when the enclosing
   function is run through ``checkify.checkify`` (``errors`` including
   ``checkify.user_checks``, the default).
   """
@@ -66,38 +72,48 @@ def data_checks(x: jax.Array, weights: jax.Array | None = None,
     checkify.check(bad_w == 0, "weights contain {n} NaN or Inf value(s)", n=bad_w)
     neg = jnp.sum(w < 0)
     checkify.check(neg == 0, "weights contain {n} negative value(s)", n=neg)
-    checkify.check(jnp.sum(jnp.where(jnp.isfinite(w), w, 0.0)) > 0,
-                   "weights must have a positive sum")
+    total = jnp.sum(jnp.where(jnp.isfinite(w), w, 0.0), axis=-1)
+    checkify.check(jnp.all(total > 0), "weights must have a positive sum (in every "
+                   "batch member)")
+
+
+def _checked(fn, key, x, k, weights, init, kwargs):
+  kwargs.pop("check_finite", None)
+  init_array = None if isinstance(init, str) else init
+  # Only the data checks run under checkify: checkify cannot transform a
+  # vmapped while_loop (n_init > 1, batched_kmeans), and the loop itself
+  # needs no checks (it never produces NaN from finite data).
+  err, _ = checkify.checkify(data_checks, errors=checkify.user_checks)(x, weights, init_array)
+  res = fn(key, x, k, weights=weights, init=init, check_finite=False, **kwargs)
+  return err, res
 
 
 def checked_kmeans(key: jax.Array, x: jax.Array, k: int, *,
                    weights: jax.Array | None = None, init: Any = "k-means++",
-                   errors: frozenset = checkify.user_checks,
                    **kwargs: Any) -> tuple[checkify.Error, KMeansResult]:
-  """:func:`kmeans` with its value checks done by ``checkify``.
+  """:func:`kmeans` whose value checks also work inside ``jit``.
 
   Args:
     key, x, k, weights, init: as :func:`kmeans`.
-    errors: the ``checkify`` error set; the default reports only the checks of
-      :func:`data_checks`; ``checkify.user_checks | checkify.float_checks``
-      also reports NaN produced anywhere inside.
     **kwargs: any other :func:`kmeans` argument (``check_finite`` is ignored:
-      the check is done by ``checkify``).
+      :func:`data_checks` does that job).
 
   Returns:
-    ``(error, result)``: ``error.get()`` is ``None`` when every check passed;
-    ``error.throw()`` raises otherwise. The result is computed either way
-    (with the in-``jit`` behaviour for non-finite data).
+    ``(error, result)``: a ``checkify.Error`` from :func:`data_checks` --
+    ``error.get()`` is ``None`` when every check passed, ``error.throw()``
+    raises ``checkify.JaxRuntimeError`` (a ``ValueError``) otherwise -- and
+    the :class:`KMeansResult`, computed either way (with the in-``jit``
+    behaviour for non-finite data: finite centroids, NaN inertia).
 
-  Wrap in ``jax.jit`` with ``k`` and the other configuration arguments static.
+  Shape and argument errors still raise at once (trace time). Wrap in
+  ``jax.jit`` with ``k`` and the other configuration arguments static.
   """
-  kwargs.pop("check_finite", None)
+  return _checked(kmeans, key, x, k, weights, init, kwargs)
 
-  def run(key, x, weights, init_array):
-    data_checks(x, weights, init_array)
-    return kmeans(key, x, k, weights=weights,
-                  init=init if init_array is None else init_array,
-                  check_finite=False, **kwargs)
 
-  init_array = None if isinstance(init, str) else init
-  return checkify.checkify(run, errors=errors)(key, x, weights, init_array)
+def checked_batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
+                           weights: jax.Array | None = None, init: Any = "k-means++",
+                           **kwargs: Any) -> tuple[checkify.Error, KMeansResult]:
+  """:func:`batched_kmeans` with the checks of :func:`checked_kmeans`
+  (every batch member's weights must have a positive sum)."""
+  return _checked(batched_kmeans, key, x, k, weights, init, kwargs)

@@ -240,3 +240,208 @@ def test_numpy_integer_k_accepted():
   # A raw uint32 key is accepted like a typed one.
   res2 = fk.kmeans(jax.random.PRNGKey(0), D["x"], 3, max_iter=3)
   assert res2.centroids.shape == (3, 3)
+
+
+# --------------------------------------------------------------------------
+# Non-finite data.
+# --------------------------------------------------------------------------
+
+def _blobs(n=96, d=4, k=3, seed=1, dtype=np.float32, spread=10.0):
+  x, centers, lab = helpers.make_blobs(np.random.default_rng(seed), n, d, k, spread=spread,
+                                       dtype=dtype)
+  return x, centers, lab
+
+
+def _assert_clean_fixed_point(x, ok, res, k):
+  """Centroids finite, labels in range, every clean point correctly labelled
+  and every centroid the mean of its clean points (the Lloyd fixed point)."""
+  c = np.asarray(res.centroids, np.float64)
+  labels = np.asarray(res.labels)
+  assert np.isfinite(c).all(), c
+  assert ((labels >= 0) & (labels < k)).all()
+  helpers.assert_labels_match(x[ok], c, labels[ok], "sqeuclidean")
+  for j in range(k):
+    members = x[ok & (labels == j)]
+    if len(members):
+      np.testing.assert_allclose(c[j], members.astype(np.float64).mean(0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("empty", ["keep", "farthest"])
+def test_nonfinite_point_leaves_centroids_finite(init, empty):
+  """check_finite=False runs the same compiled code as a call inside jit."""
+  x, _, _ = _blobs()
+  ok = np.ones(len(x), bool)
+  ok[5] = False
+  for bad in (np.nan, np.inf, -np.inf):
+    x_bad = x.copy()
+    x_bad[5, 2] = bad
+    res = fk.kmeans(jax.random.key(3), jnp.asarray(x_bad), 3, init=init, empty=empty,
+                    max_iter=50, impl=IMPL, check_finite=False)
+    assert np.isnan(float(res.inertia))
+    _assert_clean_fixed_point(x, ok, res, 3)
+    assert bool(res.converged)  # the tolerance ignores the bad row
+
+
+def test_nan_point_inside_jit_n_init_and_batched():
+  x, _, _ = _blobs()
+  x_bad = x.copy()
+  x_bad[5] = np.nan
+  ok = np.ones(len(x), bool)
+  ok[5] = False
+  run = jax.jit(functools.partial(fk.kmeans, k=3, init="random", max_iter=50, impl=IMPL,
+                                  n_init=3))
+  res = run(jax.random.key(1), jnp.asarray(x_bad))
+  assert np.isnan(float(res.inertia))
+  _assert_clean_fixed_point(x, ok, res, 3)
+  bres = jax.jit(lambda key, xb: fk.batched_kmeans(key, xb, 3, max_iter=50, impl=IMPL))(
+      jax.random.key(2), jnp.asarray(np.stack([x_bad, x])))
+  assert np.isnan(float(bres.inertia[0])) and np.isfinite(float(bres.inertia[1]))
+  for b, okb in ((0, ok), (1, np.ones(len(x), bool))):
+    _assert_clean_fixed_point(x, okb, jax.tree.map(lambda a: a[b], bres), 3)
+
+
+def test_nonfinite_assign_and_update_inside_jit():
+  x, centers, _ = _blobs()
+  x[7] = np.nan
+  c = jnp.asarray(centers.astype(np.float32))
+  labels, dist = jax.jit(fk.assign)(jnp.asarray(x), c)
+  assert int(labels[7]) == 0 and np.isnan(float(dist[7]))
+  assert np.isfinite(np.delete(np.asarray(dist), 7)).all()
+  new_c, counts = jax.jit(fk.update, static_argnums=2)(jnp.asarray(x), labels, 3)
+  assert np.isfinite(np.asarray(new_c)).all()
+  assert float(counts.sum()) == len(x) - 1  # the NaN row is left out of counts
+
+
+def test_nonfinite_seeding_never_picks_bad_rows():
+  x, _, _ = _blobs(n=12)
+  x[:6] = np.nan  # half the rows are bad, k=6 finite rows remain
+  for seed in range(5):
+    key = jax.random.key(seed)
+    for c in (fk.init_random(key, jnp.asarray(x), 6),
+              jax.jit(fk.init_random, static_argnums=2)(key, jnp.asarray(x), 6),
+              fk.init_kmeans_plusplus(key, jnp.asarray(x), 6)):
+      c = np.asarray(c)
+      assert np.isfinite(c).all()
+      # Seeds are distinct finite rows of x.
+      assert all(any(np.array_equal(ci, xi) for xi in x[6:]) for ci in c)
+  # More seeds than finite rows: the draw still succeeds and stays finite.
+  c = np.asarray(fk.init_random(jax.random.key(0), jnp.asarray(x), 9))
+  assert np.isfinite(c).all()
+
+
+def test_check_finite_false_eager_behaves_like_jit():
+  x, _, _ = _blobs()
+  x[0, 0] = np.nan
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, check_finite=False, max_iter=20)
+  assert np.isfinite(np.asarray(res.centroids)).all() and np.isnan(float(res.inertia))
+
+
+# ---- checkify
+
+def test_checked_kmeans_eager_and_jit():
+  x, _, _ = _blobs()
+  key = jax.random.key(0)
+  err, res = fk.checked_kmeans(key, jnp.asarray(x), 3, max_iter=20)
+  assert err.get() is None
+  ref = fk.kmeans(key, jnp.asarray(x), 3, max_iter=20)
+  np.testing.assert_array_equal(np.asarray(res.centroids), np.asarray(ref.centroids))
+
+  run = jax.jit(fk.checked_kmeans, static_argnames=("k", "max_iter"))
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20)
+  err.throw()  # no error: does nothing
+  x_bad = x.copy()
+  x_bad[3, 1] = np.nan
+  x_bad[4, 0] = np.inf
+  err, res = run(key, jnp.asarray(x_bad), k=3, max_iter=20)
+  assert "x contains 2 NaN or Inf" in err.get()
+  with pytest.raises(checkify.JaxRuntimeError, match="x contains 2 NaN or Inf"):
+    err.throw()
+  assert np.isfinite(np.asarray(res.centroids)).all()  # the result is still safe
+
+  w = jnp.ones(len(x)).at[0].set(-1.0)
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20, weights=w)
+  assert "weights contain 1 negative" in err.get()
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20, weights=jnp.zeros(len(x)))
+  assert "positive sum" in err.get()
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20,
+               init=jnp.asarray(x[:3]).at[0, 0].set(jnp.nan))
+  assert "init contains 1 NaN" in err.get()
+
+
+def test_user_checkify_pattern_inside_jit():
+  """The documented pattern: data_checks inside your own jitted function."""
+  x, _, _ = _blobs()
+
+  @jax.jit
+  def pipeline(key, x):
+    checked.data_checks(x)
+    return fk.kmeans(key, x, 3, max_iter=20, check_finite=False).inertia
+
+  f = checkify.checkify(pipeline)
+  err, inertia = f(jax.random.key(0), jnp.asarray(x))
+  assert err.get() is None and np.isfinite(float(inertia))
+  err, _ = f(jax.random.key(0), jnp.asarray(x).at[0, 0].set(jnp.nan))
+  assert "x contains 1 NaN" in err.get()
+
+  # A plain checkify.check written by the user works the same way.
+  def mine(key, x):
+    checkify.check(jnp.all(jnp.isfinite(x)), "bad data")
+    return fk.kmeans(key, x, 3, max_iter=5, check_finite=False)
+
+  err, _ = jax.jit(checkify.checkify(mine))(jax.random.key(0), jnp.asarray(x).at[1].set(jnp.inf))
+  assert "bad data" in err.get()
+
+
+@pytest.mark.parametrize("metric,empty", [("sqeuclidean", "farthest"), ("cosine", "keep"),
+                                          ("dot", "farthest")])
+def test_float_checks_report_nothing_on_clean_data(metric, empty):
+  """checkify's NaN and division checks find no false positive inside the
+  library on finite data (degenerate data included: duplicate and zero rows
+  leave clusters empty), under jit; NaN data is reported."""
+  x, _, _ = _blobs(n=48)
+  x[:10] = 0.0
+  x[10:20] = x[20]
+
+  def f(key, x):
+    return fk.kmeans(key, x, 6, metric=metric, empty=empty, max_iter=10, impl=IMPL,
+                     check_finite=False)
+
+  g = jax.jit(checkify.checkify(f, errors=checkify.float_checks))
+  err, res = g(jax.random.key(0), jnp.asarray(x))
+  assert err.get() is None, err.get()
+  err, _ = g(jax.random.key(0), jnp.asarray(x).at[30, 0].set(jnp.nan))
+  assert err.get() is not None and "nan" in err.get().lower()
+
+
+def test_float_checks_eager_assign_update():
+  x, _, _ = _blobs(n=48)
+  x[:10] = 0.0
+  for metric in ("sqeuclidean", "cosine", "dot"):
+    err, _ = checkify.checkify(lambda x, c: fk.assign(x, c, metric=metric, impl=IMPL),
+                               errors=checkify.float_checks)(jnp.asarray(x), jnp.asarray(x[:5]))
+    assert err.get() is None, err.get()
+  err, _ = checkify.checkify(lambda x, l: fk.update(x, l, 8, metric="cosine", impl=IMPL),
+                             errors=checkify.float_checks)(
+                                 jnp.asarray(x), jnp.zeros(48, jnp.int32))
+  assert err.get() is None, err.get()
+
+
+def test_checkify_of_vmapped_loop_is_jax_limitation():
+  """Documented: checkify cannot transform kmeans(n_init>1); checked_kmeans can."""
+  x, _, _ = _blobs(n=48)
+  with pytest.raises(ValueError, match="batched while-loops"):
+    checkify.checkify(lambda k, x: fk.kmeans(k, x, 3, n_init=2, max_iter=3, impl=IMPL,
+                                             check_finite=False))(jax.random.key(0),
+                                                                  jnp.asarray(x))
+  run = jax.jit(fk.checked_kmeans, static_argnames=("k", "max_iter", "n_init"))
+  err, res = run(jax.random.key(0), jnp.asarray(x).at[0, 0].set(jnp.nan), k=3, n_init=2,
+                 max_iter=3)
+  assert "x contains 1 NaN" in err.get()
+  brun = jax.jit(fk.checked_batched_kmeans, static_argnames=("k", "max_iter"))
+  xb = jnp.stack([jnp.asarray(x)] * 2)
+  err, res = brun(jax.random.key(0), xb, k=3, max_iter=3,
+                  weights=jnp.ones((2, 48)).at[1].set(0.0))
+  assert "positive sum" in err.get()
+  err, res = brun(jax.random.key(0), xb, k=3, max_iter=3)
+  assert err.get() is None and res.centroids.shape == (2, 3, 4)
