@@ -445,3 +445,236 @@ def test_checkify_of_vmapped_loop_is_jax_limitation():
   assert "positive sum" in err.get()
   err, res = brun(jax.random.key(0), xb, k=3, max_iter=3)
   assert err.get() is None and res.centroids.shape == (2, 3, 4)
+
+
+# --------------------------------------------------------------------------
+# Degenerate data: a valid result (finite centroids, labels in range, finite
+# inertia) and the right one where it is known.
+# --------------------------------------------------------------------------
+
+EMPTIES = ["keep", "farthest"]
+INITS = ["k-means++", "random"]
+
+
+def _valid(res, k, n, d, dtype=None, metric="sqeuclidean"):
+  c = np.asarray(res.centroids.astype(jnp.float32))
+  labels = np.asarray(res.labels)
+  assert c.shape == (k, d) and labels.shape == (n,)
+  if dtype is not None:
+    assert res.centroids.dtype == dtype
+  assert np.isfinite(c).all(), c
+  assert ((labels >= 0) & (labels < k)).all()
+  assert np.isfinite(float(res.inertia))
+  if metric != "dot":  # "dot" distances are -x.c, negative by design
+    assert float(res.inertia) >= 0.0
+  return c, labels
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_all_points_identical(empty, init):
+  x = np.tile(np.array([[1.5, -2.0, 3.0]], np.float32), (16, 1))
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 4, init=init, empty=empty, impl=IMPL)
+  c, _ = _valid(res, 4, 16, 3)
+  np.testing.assert_array_equal(c, x[:4])  # every seed and centroid is the point
+  assert float(res.inertia) == 0.0 and bool(res.converged)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_fewer_distinct_points_than_k(empty, init):
+  base = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], np.float32)
+  x = np.repeat(base, 4, axis=0)  # N=12, 3 distinct points, k=5
+  res = fk.kmeans(jax.random.key(1), jnp.asarray(x), 5, init=init, empty=empty, impl=IMPL)
+  c, labels = _valid(res, 5, 12, 2)
+  helpers.assert_labels_match(x, c, labels, "sqeuclidean")
+  if init == "k-means++" or empty == "farthest":
+    # k-means++ seeds every distinct point; "farthest" re-seeds empty
+    # clusters onto uncovered points: either way all points are covered.
+    assert float(res.inertia) == 0.0
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_duplicated_points_equal_weight_two(empty):
+  x, _, _ = _blobs(n=40, k=3)
+  c0 = jnp.asarray(x[[0, 1, 2]])
+  dup = fk.kmeans(jax.random.key(0), jnp.asarray(np.concatenate([x, x])), 3, init=c0,
+                  empty=empty, impl=IMPL)
+  w2 = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, init=c0, empty=empty, impl=IMPL,
+                 weights=jnp.full((40,), 2.0))
+  _valid(dup, 3, 80, 4)
+  np.testing.assert_allclose(np.asarray(dup.centroids), np.asarray(w2.centroids), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(dup.labels[:40]), np.asarray(w2.labels))
+  np.testing.assert_allclose(float(dup.inertia), float(w2.inertia), rtol=1e-4)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_zero_vectors_cosine(empty, init):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(24, 3)).astype(np.float32)
+  x[:8] = 0.0
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, metric="cosine", init=init,
+                  empty=empty, impl=IMPL)
+  c, labels = _valid(res, 3, 24, 3)
+  _, dist = fk.assign(jnp.asarray(x), res.centroids, metric="cosine", impl=IMPL)
+  np.testing.assert_allclose(np.asarray(dist[:8]), 1.0)  # zero vector: distance 1
+  norms = np.linalg.norm(c, axis=1)
+  assert ((np.abs(norms - 1) < 1e-5) | (norms == 0)).all()
+  helpers.assert_labels_match(x[8:], c, labels[8:], "cosine")
+  # All points zero: every distance is 1, nothing is NaN.
+  z = fk.kmeans(jax.random.key(0), jnp.zeros((10, 3)), 2, metric="cosine", init=init,
+                empty=empty, impl=IMPL)
+  _valid(z, 2, 10, 3)
+  assert float(z.inertia) == 10.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_huge_magnitudes_16bit(dtype, empty):
+  """Values ~1e4: ||x||^2 ~ 1e8 overflows float16 (max 65504); no 16-bit
+  type ever holds it, so distances and centroids stay finite and right."""
+  rng = np.random.default_rng(3)
+  centers = np.array([[1e4, 1e4, -1e4, 0.0], [-1e4, 2e4, 1e4, 1e4], [0.0, -2e4, 0.0, -1e4]])
+  lab = rng.integers(0, 3, 60)
+  x64 = centers[lab] + rng.normal(size=(60, 4)) * 50.0
+  x = jnp.asarray(x64, dtype)
+  xf = np.asarray(x.astype(jnp.float32), np.float64)
+  res = fk.kmeans(jax.random.key(0), x, 3, empty=empty, impl=IMPL)
+  c, labels = _valid(res, 3, 60, 4, dtype=dtype)
+  # The true partition is found (clusters 3e4 apart, spread 50).
+  for j in range(3):
+    assert len(set(labels[lab == j])) == 1
+  helpers.assert_labels_match(xf, c, labels, "sqeuclidean", rtol=1e-2)
+  # assign: the distances match float64 to 16-bit centroid rounding.
+  ref = ((xf - c[labels]) ** 2).sum(1)
+  _, dist = fk.assign(x, res.centroids, impl=IMPL)
+  assert np.isfinite(np.asarray(dist)).all()
+  np.testing.assert_allclose(np.asarray(dist), ref, rtol=2e-2, atol=1e-3 * (xf ** 2).sum(1).max())
+  for metric in (("cosine", "dot") if empty == "keep" else ()):
+    r = fk.kmeans(jax.random.key(0), x, 3, metric=metric, empty=empty, impl=IMPL, max_iter=20)
+    _valid(r, 3, 60, 4, dtype=dtype, metric=metric)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_tiny_magnitudes_float32(empty):
+  """Values ~1e-20: squared distances (~1e-40) underflow float32. Documented:
+  the result is valid (finite, labels in range) but clusters at this scale
+  cannot be told apart -- rescale such data. Under cosine (scale-free) the
+  right partition is found."""
+  rng = np.random.default_rng(4)
+  x, centers, lab = helpers.make_blobs(rng, 40, 3, 2, spread=10.0, std=0.1)
+  tiny = (x.astype(np.float64) * 1e-20).astype(np.float32)
+  for metric in ("sqeuclidean", "dot"):
+    res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric=metric, empty=empty,
+                    impl=IMPL)
+    _valid(res, 2, 40, 3, metric=metric)
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric="cosine", empty=empty,
+                  impl=IMPL)
+  _, labels = _valid(res, 2, 40, 3)
+  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), 2, metric="cosine", empty=empty, impl=IMPL)
+  np.testing.assert_array_equal(labels, np.asarray(ref.labels))
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_tiny_shapes(empty, init):
+  key = jax.random.key(0)
+  kw = dict(init=init, empty=empty, impl=IMPL)
+  # N=1, K=1: the centroid is the point.
+  res = fk.kmeans(key, jnp.asarray([[2.0, -1.0]]), 1, **kw)
+  c, _ = _valid(res, 1, 1, 2)
+  np.testing.assert_array_equal(c, [[2.0, -1.0]])
+  assert float(res.inertia) == 0.0
+  # D=1, K=2: the two groups of a 1-d line.
+  x1 = jnp.asarray([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+  res = fk.kmeans(key, x1, 2, **kw)
+  c, labels = _valid(res, 2, 6, 1)
+  np.testing.assert_allclose(np.sort(c[:, 0]), [0.1, 10.1], rtol=1e-5)
+  assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
+  # K=1: the weighted mean, inertia = weighted sum of squared deviations.
+  x, _, _ = _blobs(n=30)
+  w = np.random.default_rng(0).uniform(0.5, 2.0, 30).astype(np.float32)
+  res = fk.kmeans(key, jnp.asarray(x), 1, weights=jnp.asarray(w), **kw)
+  c, labels = _valid(res, 1, 30, 4)
+  mean = (w[:, None] * x).sum(0) / w.sum()
+  np.testing.assert_allclose(c[0], mean, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(float(res.inertia), (w * ((x - mean) ** 2).sum(1)).sum(), rtol=1e-4)
+  assert (labels == 0).all()
+  # K=N with distinct points: every point its own cluster, inertia 0.
+  res = fk.kmeans(key, jnp.asarray(x[:8]), 8, **kw)
+  c, labels = _valid(res, 8, 8, 4)
+  assert sorted(labels.tolist()) == list(range(8))
+  np.testing.assert_array_equal(c[labels], x[:8])
+  assert float(res.inertia) == 0.0
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_zero_weights_and_single_positive_weight(empty):
+  x, _, _ = _blobs(n=30)
+  w = np.zeros(30, np.float32)
+  w[7] = 1.0  # one point carries all the weight, k=3
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, weights=jnp.asarray(w), empty=empty,
+                  impl=IMPL)
+  c, labels = _valid(res, 3, 30, 4)
+  assert float(res.inertia) == 0.0  # the weighted point sits on a centroid
+  np.testing.assert_array_equal(c[labels[7]], x[7])
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_update_degenerate(empty):
+  """update with every point in one cluster: the other clusters keep their
+  centroids (or, under "farthest", take the farthest points); all finite."""
+  x, _, _ = _blobs(n=20)
+  c0 = jnp.asarray(x[:4])
+  labels = jnp.zeros(20, jnp.int32)
+  _, dist = fk.assign(jnp.asarray(x), c0[:1], impl=IMPL)
+  c, counts = fk.update(jnp.asarray(x), labels, c0, empty=empty, dist=dist, impl=IMPL)
+  c = np.asarray(c)
+  assert np.isfinite(c).all() and float(counts.sum()) == 20
+  if empty == "keep":
+    np.testing.assert_array_equal(c[1:], np.asarray(c0[1:]))
+    np.testing.assert_allclose(c[0], x.mean(0), rtol=1e-5, atol=1e-5)
+  else:
+    far = np.argsort(-np.asarray(dist), kind="stable")[:3]
+    np.testing.assert_array_equal(c[1:], x[far])
+  # update(k) with K > number of labels used: zeros for empty clusters.
+  c, counts = fk.update(jnp.asarray(x), labels, 5, impl=IMPL)
+  assert np.isfinite(np.asarray(c)).all() and (np.asarray(c)[1:] == 0).all()
+
+
+# --------------------------------------------------------------------------
+# Reproducibility: bit-identical on one device.
+# --------------------------------------------------------------------------
+
+def _tree_equal(a, b):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("init,metric", [("k-means++", "sqeuclidean"), ("random", "cosine")])
+def test_same_key_same_result_eager_and_jit(init, metric):
+  x, _, _ = _blobs(n=64, k=4)
+  key = jax.random.key(42)
+  kw = dict(init=init, metric=metric, max_iter=30, n_init=2, impl=IMPL)
+  a = fk.kmeans(key, jnp.asarray(x), 4, **kw)
+  b = fk.kmeans(key, jnp.asarray(x), 4, **kw)
+  _tree_equal(a, b)
+  j = jax.jit(lambda key, x: fk.kmeans(key, x, 4, **kw))(key, jnp.asarray(x))
+  _tree_equal(a, j)
+  # NumPy input and a raw uint32 key of the same seed give the same result.
+  _tree_equal(a, fk.kmeans(key, x, 4, **kw))
+  # A different key is allowed to differ; the result is still valid.
+  _valid(fk.kmeans(jax.random.key(43), jnp.asarray(x), 4, **kw), 4, 64, 4)
+
+
+def test_reproducible_batched_and_seeding():
+  x, _, _ = _blobs(n=32)
+  xb = jnp.asarray(np.stack([x, x[::-1]]))
+  key = jax.random.key(7)
+  _tree_equal(fk.batched_kmeans(key, xb, 3, max_iter=10, impl=IMPL),
+              fk.batched_kmeans(key, xb, 3, max_iter=10, impl=IMPL))
+  for f in (fk.init_random, fk.init_kmeans_plusplus):
+    _tree_equal(f(key, jnp.asarray(x), 3), f(key, jnp.asarray(x), 3))
+    _tree_equal(f(key, jnp.asarray(x), 3), jax.jit(f, static_argnums=2)(key, jnp.asarray(x), 3))
