@@ -17,6 +17,7 @@ from flashkmeans_jax.estimator import KMeans
 from flashkmeans_jax.distributed import (allreduce_sums, psum_sums, sharded_assign,
                                          sharded_init_kmeans_plusplus, sharded_kmeans,
                                          sharded_update)
+from flashkmeans_jax.checked import checked_batched_kmeans, checked_kmeans
 
 __all__ = [
     "KMeans",
@@ -26,6 +27,8 @@ __all__ = [
     "assign",
     "assign_streaming",
     "batched_kmeans",
+    "checked_batched_kmeans",
+    "checked_kmeans",
     "cluster_sums",
     "finalize_centroids",
     "init_kmeans_plusplus",

@@ -1,8 +1,12 @@
 """Argument checks shared by every public entry point.
 
-Each check runs on shapes and dtypes only, so it works on tracers and fires at
+Each check runs on shapes and dtypes, so it works on tracers and fires at
 trace time under ``jit``; the messages name the argument, what was expected
-and what was given.
+and what was given. Checks on *values* (finite data, weights >= 0, labels in
+range) run only when the array is concrete -- an eager call, or a constant
+closed over by a traced function -- and are skipped for tracers, where a
+Python exception is impossible (see ``flashkmeans_jax.checked`` for the
+``checkify`` route).
 """
 
 from __future__ import annotations
@@ -23,27 +27,45 @@ def _dtype_of(a: Any):
   return jnp.result_type(a) if not hasattr(a, "dtype") else a.dtype
 
 
-def check_points(x: Any, name: str = "x", ndim: int = 2) -> None:
+def _concrete(a: Any) -> bool:
+  return a is not None and not isinstance(a, jax.core.Tracer)
+
+
+def _eager_value(fn, *arrays):
+  """Evaluates ``fn(*arrays)`` now, even while an outer function is traced.
+
+  Used for value checks on concrete arrays: inside ``jit``/``checkify``
+  tracing, a constant closed over by the traced function is concrete, but a
+  plain ``jnp`` op on it would still produce a tracer.
+  """
+  with jax.ensure_compile_time_eval():
+    return fn(*arrays)
+
+
+def check_points(x: Any, name: str = "x", ndim: int = 2, layout: str | None = None) -> None:
   """Checks that ``x`` is a floating array of rank ``ndim`` with no empty axis."""
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     raise TypeError(
         f"{name} must be an array (NumPy or JAX), got {type(x).__name__}")
   if x.ndim != ndim:
-    expect = "[N, D]" if ndim == 2 else "[B, N, D]"
+    expect = layout or ("[N, D]" if ndim == 2 else "[B, N, D]")
     raise ValueError(
         f"{name} must have rank {ndim} ({expect}), got shape {tuple(x.shape)}")
   dt = np.dtype(x.dtype)
   if dt not in [np.dtype(d) for d in _FLOAT_DTYPES]:
+    kind = ("complex" if np.issubdtype(dt, np.complexfloating) else
+            "integer" if np.issubdtype(dt, np.integer) or dt == np.bool_ else "non-float")
     raise TypeError(
-        f"{name} must be float16, bfloat16, float32 or float64, got {dt}; "
-        "cast integer data explicitly (e.g. x.astype(jnp.float32))")
+        f"{name} must be float16, bfloat16, float32 or float64, got {kind} dtype {dt}; "
+        "convert explicitly (e.g. x.astype(jnp.float32), or use the real part / "
+        "stack real and imaginary parts for complex data)")
   if any(s == 0 for s in x.shape):
     raise ValueError(f"{name} must not have an empty axis, got shape {tuple(x.shape)}")
 
 
 def check_centroids(c: Any, d: int, name: str = "centroids", k: int | None = None,
                     batch: tuple[int, ...] = ()) -> None:
-  check_points(c, name, ndim=2 + len(batch))
+  check_points(c, name, ndim=2 + len(batch), layout="[K, D]" if not batch else "[B, K, D]")
   if c.shape[-1] != d:
     raise ValueError(
         f"{name} must have D={d} columns like x, got shape {tuple(c.shape)}")
@@ -65,17 +87,29 @@ def check_k(k: Any, n: int | None = None, name: str = "k") -> int:
   return k
 
 
-def check_labels(labels: Any, n: int, batch: tuple[int, ...] = ()) -> None:
-  if not hasattr(labels, "shape"):
+def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
+                 k: int | None = None) -> None:
+  """Shape and dtype of ``labels``; with ``k``, values in ``[0, k)`` when concrete.
+
+  Out-of-range labels cannot be caught under ``jit``: there they are dropped
+  from the sums (``segment_sum`` semantics).
+  """
+  if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
     raise TypeError(f"labels must be an array, got {type(labels).__name__}")
   if tuple(labels.shape) != (*batch, n):
     raise ValueError(
-        f"labels must have shape {(*batch, n)}, got {tuple(labels.shape)}")
+        f"labels must have shape {(*batch, n)} (one per point of x), got "
+        f"{tuple(labels.shape)}")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"labels must be an integer array, got {labels.dtype}")
+  if k is not None and _concrete(labels):
+    lo, hi = _eager_value(lambda a: (int(jnp.min(a)), int(jnp.max(a))), labels)
+    if lo < 0 or hi >= k:
+      raise ValueError(f"labels must lie in [0, k={k}), got values in [{lo}, {hi}]")
 
 
-def check_weights(weights: Any, n: int, batch: tuple[int, ...] = ()) -> None:
+def check_weights(weights: Any, n: int, batch: tuple[int, ...] = (),
+                  require_positive: bool = False) -> None:
   """Shape and dtype of ``weights``; values are checked eagerly when concrete."""
   if weights is None:
     return
@@ -87,12 +121,18 @@ def check_weights(weights: Any, n: int, batch: tuple[int, ...] = ()) -> None:
         f"{tuple(weights.shape)}")
   if not jnp.issubdtype(weights.dtype, jnp.floating):
     raise TypeError(f"weights must be a float array, got {weights.dtype}")
-  if not isinstance(weights, jax.core.Tracer):
+  if _concrete(weights):
     w = np.asarray(weights, dtype=np.float64)
     if not np.all(np.isfinite(w)):
-      raise ValueError("weights must be finite, got NaN or Inf")
+      raise ValueError(
+          f"weights must be finite, got {int(np.sum(~np.isfinite(w)))} NaN or Inf value(s)")
     if np.any(w < 0):
       raise ValueError(f"weights must be >= 0, got minimum {w.min()}")
+    zero = np.atleast_1d(np.sum(w, axis=-1) <= 0)
+    if require_positive and zero.any():
+      where = (f" (batch member(s) {np.flatnonzero(zero).tolist()} are all zero)"
+               if batch else "; all weights are 0")
+      raise ValueError(f"weights must have a positive sum{where}")
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -141,13 +181,59 @@ def is_concrete(*arrays: Any) -> bool:
 
 
 def check_finite(x: Any, name: str = "x") -> None:
-  """Raises on NaN/Inf when ``x`` is concrete (eager call); no-op on tracers."""
-  if isinstance(x, jax.core.Tracer):
+  """Raises on NaN/Inf when ``x`` is concrete (eager call); no-op on tracers.
+
+  A concrete JAX array is checked on its device (no copy to the host), also
+  when the caller is being traced (``jit``/``checkify`` of a function that
+  closes over ``x``).
+  """
+  if not _concrete(x):
     return
-  ok = bool(jnp.all(jnp.isfinite(x))) if isinstance(x, jax.Array) else bool(
-      np.all(np.isfinite(np.asarray(x, dtype=np.float32))))
+  ok = _eager_value(lambda a: bool(jnp.all(jnp.isfinite(a))), x) if isinstance(
+      x, jax.Array) else bool(np.all(np.isfinite(np.asarray(x, dtype=np.float32))))
   if not ok:
+    if name != "x":
+      raise ValueError(f"{name} contains NaN or Inf; starting centroids must be finite")
     raise ValueError(
         f"{name} contains NaN or Inf; clean the data or pass check_finite=False "
         "(non-finite points then get label 0 and distance NaN and are left out "
         "of the centroid update)")
+
+
+def check_key(key: Any, name: str = "key") -> None:
+  """A single PRNG key: ``jax.random.key(seed)`` (shape ``()``) or a raw
+  ``uint32`` key such as ``jax.random.PRNGKey(seed)`` (shape ``(2,)``)."""
+  if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+    raise TypeError(
+        f"{name} must be a jax.random key (e.g. jax.random.key(0)), got "
+        f"{type(key).__name__} ({key!r})")
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(
+          f"{name} must be a single key of shape (), got a key array of shape "
+          f"{tuple(key.shape)}; batched_kmeans splits one key for you")
+    return
+  if np.dtype(key.dtype) != np.uint32 or key.ndim != 1:
+    raise TypeError(
+        f"{name} must be a jax.random key (jax.random.key(seed)) or a raw uint32[2] "
+        f"key (jax.random.PRNGKey(seed)), got dtype {key.dtype} shape {tuple(key.shape)}")
+
+
+def check_sums(sums: Any, counts: Any) -> tuple[int, int]:
+  """``sums [K, D]`` and ``counts [K]`` of :func:`finalize_centroids`."""
+  for name, a, rank in (("sums", sums, 2), ("counts", counts, 1)):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+      raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+    if a.ndim != rank:
+      raise ValueError(f"{name} must have rank {rank}, got shape {tuple(a.shape)}")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+      raise TypeError(f"{name} must be a float array, got {a.dtype}")
+  if counts.shape[0] != sums.shape[0]:
+    raise ValueError(
+        f"counts must have shape ({sums.shape[0]},) like sums' first axis, got "
+        f"{tuple(counts.shape)}")
+  return int(sums.shape[0]), int(sums.shape[1])
+
+
+def check_optional_positive_int(value: Any, name: str) -> int | None:
+  return None if value is None else check_positive_int(value, name)

@@ -13,6 +13,7 @@ distances, still shows it.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
@@ -87,6 +88,10 @@ def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   Returns:
     ``sums float32[K, D]`` and ``counts float32[K]``.
   """
+  _checks.check_points(x)
+  k = _checks.check_k(k)
+  _checks.check_labels(labels, x.shape[0], k=k)
+  _checks.check_weights(weights, x.shape[0])
   impl = _dispatch.resolve_impl(impl)
   if impl == "xla":
     return cluster_sums_xla(x, labels, k, weights)
@@ -147,6 +152,11 @@ def finalize_centroids(sums: jax.Array, counts: jax.Array,
   Returns:
     ``centroids float32[K, D]`` and the counts after any relocation.
   """
+  k, d = _checks.check_sums(sums, counts)
+  metric = _checks.check_metric(metric)
+  empty = _checks.check_empty(empty)
+  if previous is not None:
+    _checks.check_centroids(previous, d, "previous", k=k)
   if empty == "farthest":
     if x is None or labels is None or dist is None:
       raise ValueError('empty="farthest" needs x, labels and dist (from assign)')
@@ -200,17 +210,19 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
                                       metric=metric, empty=empty, dist=dist, impl=impl)
   _checks.check_points(x)
   n, d = x.shape
-  _checks.check_labels(labels, n)
   _checks.check_weights(weights, n)
   metric = _checks.check_metric(metric)
   empty = _checks.check_empty(empty)
-  if isinstance(centroids_or_k, (int,)) and not isinstance(centroids_or_k, bool):
-    k = _checks.check_k(centroids_or_k)
+  if isinstance(centroids_or_k, numbers.Integral) or not hasattr(centroids_or_k, "shape"):
+    # Python and NumPy ints; anything else that is not an array gets check_k's
+    # TypeError naming k.
+    k = _checks.check_k(centroids_or_k, name="centroids_or_k")
     previous = None
   else:
-    _checks.check_centroids(centroids_or_k, d)
+    _checks.check_centroids(centroids_or_k, d, "centroids_or_k")
     previous = centroids_or_k
     k = previous.shape[0]
+  _checks.check_labels(labels, n, k=k)
   if dist is not None and tuple(dist.shape) != (n,):
     raise ValueError(f"dist must have shape {(n,)}, got {tuple(dist.shape)}")
   sums, counts = cluster_sums(x, labels.astype(jnp.int32), k, weights=weights, impl=impl)

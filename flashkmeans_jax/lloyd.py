@@ -46,8 +46,14 @@ def _data_tolerance(x, tol):
   """``tol`` times the mean per-feature variance of x, in float32."""
   if tol == 0:
     return jnp.float32(0.0)
-  mean = jnp.mean(x, axis=0, dtype=jnp.float32)
-  var = jnp.mean(jnp.square(x.astype(jnp.float32) - mean), axis=0)
+  # Rows holding NaN/Inf are left out (as they are from the updates): one bad
+  # point would otherwise make the tolerance NaN and the loop never converge.
+  xf = x.astype(jnp.float32)
+  ok = jnp.all(jnp.isfinite(xf), axis=-1, keepdims=True)
+  cnt = jnp.maximum(jnp.sum(ok, dtype=jnp.float32), 1.0)
+  xf = jnp.where(ok, xf, 0.0)
+  mean = jnp.sum(xf, axis=0) / cnt
+  var = jnp.sum(jnp.where(ok, jnp.square(xf - mean), 0.0), axis=0) / cnt
   return jnp.float32(tol) * jnp.mean(var)
 
 
@@ -119,11 +125,14 @@ def _normalise_args(x, k, init, max_iter, tol, metric, weights, n_init, empty, i
   empty = _checks.check_empty(empty)
   impl = _dispatch.resolve_impl(impl)
   precision = _dispatch.resolve_precision(precision)
-  _checks.check_weights(weights, n, batch)
+  _checks.check_weights(weights, n, batch, require_positive=True)
   if isinstance(init, str):
     init_mode, init_array = _checks.check_init_name(init), None
   elif hasattr(init, "shape"):
     init_mode, init_array = "array", init
+    if batch and init.ndim not in (2, 3):
+      raise ValueError(f"init must have shape [k, D] (shared) or [B, k, D], got "
+                       f"shape {tuple(init.shape)}")
     if init.ndim == 2:
       _checks.check_centroids(init, d, "init", k=k)
     else:
@@ -181,6 +190,7 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
   A concrete ``jax.Array`` split over devices on axis 0 runs data-parallel
   (:func:`flashkmeans_jax.distributed.sharded_kmeans`).
   """
+  _checks.check_key(key)
   # Data-parallel path (issue #9): x row-sharded over more than one device.
   from flashkmeans_jax import distributed
   if distributed.is_row_sharded(x):
@@ -193,6 +203,8 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
                                        empty, impl, precision)
   if check_finite:
     _checks.check_finite(x)
+    if init_array is not None:
+      _checks.check_finite(init_array, "init")
   return _kmeans_jit(key, x, weights, init_array, verbose=verbose, config=config, **static)
 
 
@@ -217,12 +229,15 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
 
   Returns a :class:`KMeansResult` whose fields gain a leading ``B`` axis.
   """
+  _checks.check_key(key)
   _checks.check_points(x, ndim=3)
   b = x.shape[0]
   static, init_array = _normalise_args(x, k, init, max_iter, tol, metric, weights, n_init,
                                        empty, impl, precision, batch=(b,))
   if check_finite:
     _checks.check_finite(x)
+    if init_array is not None:
+      _checks.check_finite(init_array, "init")
   run = functools.partial(_kmeans_jit, verbose=verbose, config=config, **static)
   init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
   w_axis = None if weights is None else 0

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flashkmeans_jax import _checks
 from flashkmeans_jax import _dispatch
 
 __all__ = ["init_random", "init_kmeans_plusplus", "init_centroids"]
@@ -18,20 +19,38 @@ def init_random(key: jax.Array, x: jax.Array, k: int,
                 weights: jax.Array | None = None) -> jax.Array:
   """``k`` distinct points drawn without replacement (weighted when given).
 
-  Returns ``float32[k, D]``. Points of weight 0 are drawn only when fewer than
-  ``k`` points have positive weight.
+  Returns ``float32[k, D]``. Points of weight 0, and points whose row holds
+  NaN or Inf, are drawn only when fewer than ``k`` points are left; a
+  non-finite row drawn then is replaced by zeros, so the seeds are always
+  finite.
   """
+  _checks.check_key(key)
+  _checks.check_points(x)
   n = x.shape[0]
-  if weights is None:
-    idx = jax.random.choice(key, n, (k,), replace=False)
-  else:
-    # Gumbel top-k: a weighted draw without replacement; log(0) = -inf puts
-    # zero-weight points last instead of making the draw fail.
-    w = weights.astype(jnp.float32)
+  k = _checks.check_k(k, n)
+  _checks.check_weights(weights, n)
+  finite = jnp.all(jnp.isfinite(x), axis=-1)
+
+  def weighted(w):
+    # Gumbel top-k: a weighted draw without replacement; log(0) = -inf would
+    # put zero-weight points last, the -1e30 does the same without making the
+    # draw fail.
+    w = jnp.where(finite, w, 0.0)
     g = jax.random.gumbel(key, (n,), jnp.float32)
     _, idx = lax.top_k(jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + g,
                                  -1e30 + g), k)
-  return x[idx].astype(jnp.float32)
+    return idx
+
+  if weights is None:
+    # Clean data keeps the plain uniform draw (and its random stream); only
+    # data with non-finite rows takes the masked draw.
+    idx = lax.cond(jnp.all(finite),
+                   lambda: jax.random.choice(key, n, (k,), replace=False),
+                   lambda: weighted(jnp.ones((n,), jnp.float32)))
+  else:
+    idx = weighted(weights.astype(jnp.float32))
+  seeds = x[idx].astype(jnp.float32)
+  return jnp.where(finite[idx][:, None], seeds, 0.0)
 
 
 def _dist_to_candidates(x, xsq, cand, metric, precision):
@@ -65,7 +84,13 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
 
   Returns ``float32[k, D]``.
   """
+  _checks.check_key(key)
+  _checks.check_points(x)
   n = x.shape[0]
+  k = _checks.check_k(k, n)
+  _checks.check_weights(weights, n)
+  metric = _checks.check_metric(metric)
+  n_local_trials = _checks.check_optional_positive_int(n_local_trials, "n_local_trials")
   seed_metric = "cosine" if metric == "cosine" else "sqeuclidean"
   precision = _dispatch.resolve_precision(precision)
   trials = n_local_trials or 2 + int(math.log(k))

@@ -1,0 +1,680 @@
+"""Reliability (#8): bad input gets a clear error, degenerate data never
+corrupts a result, and results are reproducible.
+
+Layout, so that other entry points (estimator, streaming, sharded) can add
+their rows:
+
+* ``BAD_INPUTS`` is a table of ``Bad(id, call, exc, match)``; ``call`` takes
+  the fixture dict ``D`` (a key, points, centroids, labels) and makes one bad
+  call; the test checks the exception type and that its message names the
+  argument. Extend it with ``BAD_INPUTS += [...]`` in another module and
+  parametrise over it the same way.
+* ``JIT_SHAPE_ERRORS`` is the subset that must also fire at trace time inside
+  ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.experimental import checkify
+
+import flashkmeans_jax as fk
+from flashkmeans_jax import checked
+from tests import helpers
+
+IMPL = "xla"
+
+# --------------------------------------------------------------------------
+# Fixture data shared by the bad-input table.
+# --------------------------------------------------------------------------
+
+_rng = np.random.default_rng(0)
+_X = jnp.asarray(_rng.normal(size=(20, 3)).astype(np.float32))
+D: dict[str, Any] = dict(
+    key=jax.random.key(0),
+    x=_X,
+    xb=jnp.stack([_X, _X + 1.0]),  # [B=2, N=20, D=3]
+    c=_X[:4],
+    labels=jnp.arange(20, dtype=jnp.int32) % 4,
+    w=jnp.ones((20,), jnp.float32),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bad:
+  id: str
+  call: Callable[[dict], Any]
+  exc: type[Exception]
+  match: str  # regex the message must contain (names the argument)
+
+
+def _km(x=None, k=3, **kw):
+  kw = {"impl": IMPL, "max_iter": 2, **kw}
+  return lambda d: fk.kmeans(d["key"], d["x"] if x is None else x, k, **kw)
+
+
+def _bkm(x=None, k=3, **kw):
+  kw = {"impl": IMPL, "max_iter": 2, **kw}
+  return lambda d: fk.batched_kmeans(d["key"], d["xb"] if x is None else x, k, **kw)
+
+
+BAD_INPUTS: list[Bad] = [
+    # ---- assign
+    Bad("assign/x-rank1", lambda d: fk.assign(d["x"][0], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("assign/x-rank3", lambda d: fk.assign(d["xb"], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("assign/x-list", lambda d: fk.assign([[1.0, 2.0]], d["c"]), TypeError, r"x must be an array"),
+    Bad("assign/x-int", lambda d: fk.assign(d["x"].astype(jnp.int32), d["c"]), TypeError, r"x must be float.*integer"),
+    Bad("assign/x-complex", lambda d: fk.assign(d["x"].astype(jnp.complex64), d["c"]), TypeError, r"x must be float.*complex"),
+    Bad("assign/x-bool", lambda d: fk.assign(d["x"] > 0, d["c"]), TypeError, r"x must be float"),
+    Bad("assign/x-empty", lambda d: fk.assign(d["x"][:0], d["c"]), ValueError, r"x must not have an empty axis"),
+    Bad("assign/c-D-mismatch", lambda d: fk.assign(d["x"], d["c"][:, :2]), ValueError, r"centroids must have D=3.*\(4, 2\)"),
+    Bad("assign/c-rank1", lambda d: fk.assign(d["x"], d["c"][0]), ValueError, r"centroids must have rank 2"),
+    Bad("assign/c-int", lambda d: fk.assign(d["x"], d["c"].astype(jnp.int32)), TypeError, r"centroids must be float"),
+    Bad("assign/metric", lambda d: fk.assign(d["x"], d["c"], metric="l1"), ValueError, r"metric must be one of.*'l1'"),
+    Bad("assign/impl", lambda d: fk.assign(d["x"], d["c"], impl="cuda"), ValueError, r"impl must be one of.*'cuda'"),
+    Bad("assign/precision", lambda d: fk.assign(d["x"], d["c"], precision="ultra"), ValueError, r"precision must be.*'ultra'"),
+    Bad("assign/precision-int", lambda d: fk.assign(d["x"], d["c"], precision=3), ValueError, r"precision must be"),
+    # ---- update
+    Bad("update/labels-shape", lambda d: fk.update(d["x"], d["labels"][:5], d["c"]), ValueError, r"labels must have shape \(20,\).*\(5,\)"),
+    Bad("update/labels-2d", lambda d: fk.update(d["x"], d["labels"][None], d["c"]), ValueError, r"labels must have shape"),
+    Bad("update/labels-float", lambda d: fk.update(d["x"], d["labels"].astype(jnp.float32), d["c"]), TypeError, r"labels must be an integer"),
+    Bad("update/labels-range", lambda d: fk.update(d["x"], d["labels"].at[0].set(9), d["c"]), ValueError, r"labels must lie in \[0, k=4\)"),
+    Bad("update/labels-negative", lambda d: fk.update(d["x"], d["labels"].at[0].set(-1), 4), ValueError, r"labels must lie in"),
+    Bad("update/k-zero", lambda d: fk.update(d["x"], d["labels"], 0), ValueError, r"centroids_or_k must be >= 1"),
+    Bad("update/k-float", lambda d: fk.update(d["x"], d["labels"], 4.0), TypeError, r"centroids_or_k must be a Python int"),
+    Bad("update/c-D-mismatch", lambda d: fk.update(d["x"], d["labels"], d["c"][:, :2]), ValueError, r"centroids_or_k must have D=3"),
+    Bad("update/x-int", lambda d: fk.update(d["x"].astype(jnp.int32), d["labels"], 4), TypeError, r"x must be float"),
+    Bad("update/weights-shape", lambda d: fk.update(d["x"], d["labels"], 4, weights=d["w"][:3]), ValueError, r"weights must have shape \(20,\)"),
+    Bad("update/weights-negative", lambda d: fk.update(d["x"], d["labels"], 4, weights=-d["w"]), ValueError, r"weights must be >= 0"),
+    Bad("update/weights-nan", lambda d: fk.update(d["x"], d["labels"], 4, weights=d["w"].at[2].set(jnp.nan)), ValueError, r"weights must be finite"),
+    Bad("update/weights-int", lambda d: fk.update(d["x"], d["labels"], 4, weights=jnp.ones(20, jnp.int32)), TypeError, r"weights must be a float"),
+    Bad("update/metric", lambda d: fk.update(d["x"], d["labels"], 4, metric="l2"), ValueError, r"metric must be one of"),
+    Bad("update/empty", lambda d: fk.update(d["x"], d["labels"], 4, empty="drop"), ValueError, r"empty must be one of.*'drop'"),
+    Bad("update/farthest-no-dist", lambda d: fk.update(d["x"], d["labels"], d["c"], empty="farthest"), ValueError, r"farthest.*needs.*dist"),
+    Bad("update/dist-shape", lambda d: fk.update(d["x"], d["labels"], d["c"], empty="farthest", dist=jnp.zeros(3)), ValueError, r"dist must have shape \(20,\)"),
+    Bad("update/impl", lambda d: fk.update(d["x"], d["labels"], 4, impl="triton"), ValueError, r"impl must be one of"),
+    # ---- cluster_sums
+    Bad("cluster_sums/x-rank", lambda d: fk.cluster_sums(d["x"][0], d["labels"], 4), ValueError, r"x must have rank 2"),
+    Bad("cluster_sums/labels-shape", lambda d: fk.cluster_sums(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape \(20,\)"),
+    Bad("cluster_sums/labels-range", lambda d: fk.cluster_sums(d["x"], d["labels"], 2), ValueError, r"labels must lie in \[0, k=2\)"),
+    Bad("cluster_sums/k-zero", lambda d: fk.cluster_sums(d["x"], d["labels"], 0), ValueError, r"k must be >= 1"),
+    Bad("cluster_sums/k-array", lambda d: fk.cluster_sums(d["x"], d["labels"], jnp.int32(4)), TypeError, r"k must be a Python int"),
+    Bad("cluster_sums/weights-shape", lambda d: fk.cluster_sums(d["x"], d["labels"], 4, weights=d["w"][:3]), ValueError, r"weights must have shape"),
+    Bad("cluster_sums/impl", lambda d: fk.cluster_sums(d["x"], d["labels"], 4, impl="gpu"), ValueError, r"impl must be one of"),
+    # ---- finalize_centroids
+    Bad("finalize/counts-shape", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(5), None), ValueError, r"counts must have shape \(4,\)"),
+    Bad("finalize/sums-rank", lambda d: fk.finalize_centroids(jnp.zeros(4), jnp.ones(4), None), ValueError, r"sums must have rank 2"),
+    Bad("finalize/previous-shape", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), jnp.zeros((5, 3))), ValueError, r"previous must have k=4 rows"),
+    Bad("finalize/metric", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, metric="l1"), ValueError, r"metric must be one of"),
+    Bad("finalize/empty", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, empty="drop"), ValueError, r"empty must be one of"),
+    Bad("finalize/farthest-no-x", lambda d: fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, empty="farthest"), ValueError, r"farthest.*needs x, labels and dist"),
+    # ---- seeding
+    Bad("init_random/k>N", lambda d: fk.init_random(d["key"], d["x"], 21), ValueError, r"k=21 exceeds the number of points N=20"),
+    Bad("init_random/k-zero", lambda d: fk.init_random(d["key"], d["x"], 0), ValueError, r"k must be >= 1"),
+    Bad("init_random/x-int", lambda d: fk.init_random(d["key"], d["x"].astype(jnp.int32), 3), TypeError, r"x must be float"),
+    Bad("init_random/key", lambda d: fk.init_random(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("init_random/weights-negative", lambda d: fk.init_random(d["key"], d["x"], 3, -d["w"]), ValueError, r"weights must be >= 0"),
+    Bad("init_kmeans_plusplus/k>N", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 21), ValueError, r"k=21 exceeds"),
+    Bad("init_kmeans_plusplus/k-zero", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 0), ValueError, r"k must be >= 1"),
+    Bad("init_kmeans_plusplus/x-rank", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"][0], 3), ValueError, r"x must have rank 2"),
+    Bad("init_kmeans_plusplus/metric", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, metric="l1"), ValueError, r"metric must be one of"),
+    Bad("init_kmeans_plusplus/trials", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, n_local_trials=0), ValueError, r"n_local_trials must be >= 1"),
+    Bad("init_kmeans_plusplus/weights-shape", lambda d: fk.init_kmeans_plusplus(d["key"], d["x"], 3, d["w"][:2]), ValueError, r"weights must have shape"),
+    # ---- kmeans
+    Bad("kmeans/x-rank", _km(x=_X[0]), ValueError, r"x must have rank 2"),
+    Bad("kmeans/x-int", _km(x=_X.astype(jnp.int32)), TypeError, r"x must be float.*integer"),
+    Bad("kmeans/x-complex", _km(x=_X.astype(jnp.complex64)), TypeError, r"x must be float.*complex"),
+    Bad("kmeans/x-numpy-int", _km(x=np.ones((20, 3), np.int64)), TypeError, r"x must be float"),
+    Bad("kmeans/k-zero", _km(k=0), ValueError, r"k must be >= 1, got 0"),
+    Bad("kmeans/k-negative", _km(k=-2), ValueError, r"k must be >= 1"),
+    Bad("kmeans/k>N", _km(k=21), ValueError, r"k=21 exceeds the number of points N=20"),
+    Bad("kmeans/k-float", _km(k=3.0), TypeError, r"k must be a Python int.*3\.0"),
+    Bad("kmeans/k-bool", _km(k=True), TypeError, r"k must be a Python int"),
+    Bad("kmeans/k-array", _km(k=jnp.int32(3)), TypeError, r"k must be a Python int"),
+    Bad("kmeans/init-name", _km(init="kmeans++"), ValueError, r"init must be one of.*'kmeans\+\+'"),
+    Bad("kmeans/init-list", _km(init=[[0.0] * 3] * 3), TypeError, r"init must be"),
+    Bad("kmeans/init-D", _km(init=_X[:3, :2]), ValueError, r"init must have D=3"),
+    Bad("kmeans/init-k", _km(init=_X[:4]), ValueError, r"init must have k=3 rows"),
+    Bad("kmeans/init-rank3", _km(init=_X[None, :3]), ValueError, r"init must have rank 2"),
+    Bad("kmeans/init-int", _km(init=_X[:3].astype(jnp.int32)), TypeError, r"init must be float"),
+    Bad("kmeans/init-nan", _km(init=_X[:3].at[0, 0].set(jnp.nan)), ValueError, r"init contains NaN"),
+    Bad("kmeans/metric", _km(metric="euclidean"), ValueError, r"metric must be one of.*'euclidean'"),
+    Bad("kmeans/impl", _km(impl="cuda"), ValueError, r"impl must be one of.*'cuda'"),
+    Bad("kmeans/empty", _km(empty="drop"), ValueError, r"empty must be one of"),
+    Bad("kmeans/max_iter-zero", _km(max_iter=0), ValueError, r"max_iter must be >= 1, got 0"),
+    Bad("kmeans/max_iter-float", _km(max_iter=10.0), TypeError, r"max_iter must be an int"),
+    Bad("kmeans/tol-negative", _km(tol=-1e-3), ValueError, r"tol must be a finite number >= 0"),
+    Bad("kmeans/tol-nan", _km(tol=float("nan")), ValueError, r"tol must be a finite number"),
+    Bad("kmeans/tol-str", _km(tol="1e-4"), TypeError, r"tol must be a float"),
+    Bad("kmeans/n_init-zero", _km(n_init=0), ValueError, r"n_init must be >= 1"),
+    Bad("kmeans/precision", _km(precision="best"), ValueError, r"precision must be"),
+    Bad("kmeans/weights-shape", _km(weights=jnp.ones(19)), ValueError, r"weights must have shape \(20,\).*\(19,\)"),
+    Bad("kmeans/weights-negative", _km(weights=jnp.ones(20).at[3].set(-1.0)), ValueError, r"weights must be >= 0, got minimum -1"),
+    Bad("kmeans/weights-inf", _km(weights=jnp.ones(20).at[3].set(jnp.inf)), ValueError, r"weights must be finite"),
+    Bad("kmeans/weights-nan", _km(weights=jnp.ones(20).at[3].set(jnp.nan)), ValueError, r"weights must be finite"),
+    Bad("kmeans/weights-zero-sum", _km(weights=jnp.zeros(20)), ValueError, r"weights must have a positive sum"),
+    Bad("kmeans/weights-int", _km(weights=jnp.ones(20, jnp.int32)), TypeError, r"weights must be a float"),
+    Bad("kmeans/x-nan", _km(x=_X.at[1, 1].set(jnp.nan)), ValueError, r"x contains NaN or Inf.*check_finite=False"),
+    Bad("kmeans/x-inf", _km(x=_X.at[1, 1].set(-jnp.inf)), ValueError, r"x contains NaN or Inf"),
+    Bad("kmeans/x-nan-numpy", _km(x=np.asarray(_X.at[1, 1].set(jnp.nan))), ValueError, r"x contains NaN or Inf"),
+    Bad("kmeans/key-none", lambda d: fk.kmeans(None, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("kmeans/key-int", lambda d: fk.kmeans(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
+    Bad("kmeans/key-split", lambda d: fk.kmeans(jax.random.split(d["key"], 2), d["x"], 3), ValueError, r"key must be a single key"),
+    Bad("kmeans/key-float", lambda d: fk.kmeans(jnp.zeros(2), d["x"], 3), TypeError, r"key must be a jax.random key"),
+    # ---- batched_kmeans
+    Bad("batched/x-rank2", _bkm(x=_X), ValueError, r"x must have rank 3 \(\[B, N, D\]\)"),
+    Bad("batched/k>N", _bkm(k=21), ValueError, r"k=21 exceeds"),
+    Bad("batched/weights-batch", _bkm(weights=jnp.ones((3, 20))), ValueError, r"weights must have shape \(2, 20\).*\(3, 20\)"),
+    Bad("batched/weights-unbatched", _bkm(weights=jnp.ones(20)), ValueError, r"weights must have shape \(2, 20\)"),
+    Bad("batched/weights-member-zero", _bkm(weights=jnp.ones((2, 20)).at[1].set(0.0)), ValueError, r"positive sum.*member\(s\) \[1\]"),
+    Bad("batched/init-batch", _bkm(init=jnp.stack([_X[:3]] * 3)), ValueError, r"init batch axes \(3,\) do not match x's \(2,\)"),
+    Bad("batched/init-rank1", _bkm(init=_X[0]), ValueError, r"init must have shape \[k, D\] \(shared\) or \[B, k, D\]"),
+    Bad("batched/init-k", _bkm(init=jnp.stack([_X[:4]] * 2)), ValueError, r"init must have k=3 rows"),
+    Bad("batched/x-nan", _bkm(x=jnp.stack([_X, _X.at[0, 0].set(jnp.nan)])), ValueError, r"x contains NaN"),
+    Bad("batched/key-split", lambda d: fk.batched_kmeans(jax.random.split(d["key"], 2), d["xb"], 3), ValueError, r"key must be a single key"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[b.id for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(case):
+  with pytest.raises(case.exc, match=case.match):
+    case.call(D)
+
+
+def test_bad_input_ids_unique():
+  ids = [b.id for b in BAD_INPUTS]
+  assert len(ids) == len(set(ids))
+
+
+# Shape errors must fire while tracing, i.e. also inside jax.jit.
+JIT_SHAPE_ERRORS: list[Bad] = [
+    Bad("jit/assign-D", lambda d: jax.jit(fk.assign)(d["x"], d["c"][:, :2]), ValueError, r"centroids must have D=3"),
+    Bad("jit/assign-rank", lambda d: jax.jit(fk.assign)(d["x"][0], d["c"]), ValueError, r"x must have rank 2"),
+    Bad("jit/assign-int", lambda d: jax.jit(fk.assign)(d["x"].astype(jnp.int32), d["c"]), TypeError, r"x must be float"),
+    Bad("jit/update-labels", lambda d: jax.jit(fk.update, static_argnums=2)(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape"),
+    Bad("jit/update-weights", lambda d: jax.jit(lambda x, l, w: fk.update(x, l, 4, weights=w))(d["x"], d["labels"], d["w"][:2]), ValueError, r"weights must have shape"),
+    Bad("jit/cluster_sums-labels", lambda d: jax.jit(fk.cluster_sums, static_argnums=2)(d["x"], d["labels"][:3], 4), ValueError, r"labels must have shape"),
+    Bad("jit/kmeans-k>N", lambda d: jax.jit(lambda key, x: fk.kmeans(key, x, 21))(d["key"], d["x"]), ValueError, r"k=21 exceeds"),
+    Bad("jit/kmeans-init-D", lambda d: jax.jit(lambda key, x, c: fk.kmeans(key, x, 3, init=c))(d["key"], d["x"], d["c"][:3, :2]), ValueError, r"init must have D=3"),
+    Bad("jit/kmeans-weights", lambda d: jax.jit(lambda key, x, w: fk.kmeans(key, x, 3, weights=w))(d["key"], d["x"], d["w"][:5]), ValueError, r"weights must have shape"),
+    Bad("jit/batched-init", lambda d: jax.jit(lambda key, x, c: fk.batched_kmeans(key, x, 3, init=c))(d["key"], d["xb"], jnp.stack([d["c"][:3]] * 3)), ValueError, r"init batch axes"),
+    Bad("jit/init_random-k>N", lambda d: jax.jit(lambda key, x: fk.init_random(key, x, 30))(d["key"], d["x"]), ValueError, r"k=30 exceeds"),
+    Bad("jit/kmeans-key", lambda d: jax.jit(lambda key, x: fk.kmeans(key, x, 3))(jax.random.split(d["key"], 2), d["x"]), ValueError, r"key must be a single key"),
+]
+
+
+@pytest.mark.parametrize("case", JIT_SHAPE_ERRORS, ids=[b.id for b in JIT_SHAPE_ERRORS])
+def test_shape_errors_fire_at_trace_time(case):
+  with pytest.raises(case.exc, match=case.match):
+    case.call(D)
+
+
+def test_concrete_values_checked_when_closed_over_by_jit():
+  """A concrete array closed over by a traced function is still value-checked
+  (used to crash with TracerBoolConversionError)."""
+  x_nan = D["x"].at[0, 0].set(jnp.nan)
+  with pytest.raises(ValueError, match="x contains NaN"):
+    jax.jit(lambda key: fk.kmeans(key, x_nan, 3, max_iter=2))(D["key"])
+  bad_labels = D["labels"].at[0].set(7)
+  with pytest.raises(ValueError, match="labels must lie in"):
+    jax.jit(lambda x: fk.update(x, bad_labels, 4))(D["x"])
+  # ...and clean closed-over data runs.
+  res = jax.jit(lambda key: fk.kmeans(key, D["x"], 3, max_iter=2))(D["key"])
+  assert np.isfinite(np.asarray(res.centroids)).all()
+
+
+def test_numpy_integer_k_accepted():
+  c, counts = fk.update(D["x"], D["labels"], np.int64(4))
+  assert c.shape == (4, 3) and float(counts.sum()) == 20
+  res = fk.kmeans(D["key"], D["x"], np.int32(3), max_iter=3, tol=np.float32(1e-4),
+                  n_init=np.int64(1))
+  assert res.centroids.shape == (3, 3)
+  # A raw uint32 key is accepted like a typed one.
+  res2 = fk.kmeans(jax.random.PRNGKey(0), D["x"], 3, max_iter=3)
+  assert res2.centroids.shape == (3, 3)
+
+
+# --------------------------------------------------------------------------
+# Non-finite data.
+# --------------------------------------------------------------------------
+
+def _blobs(n=96, d=4, k=3, seed=1, dtype=np.float32, spread=10.0):
+  x, centers, lab = helpers.make_blobs(np.random.default_rng(seed), n, d, k, spread=spread,
+                                       dtype=dtype)
+  return x, centers, lab
+
+
+def _assert_clean_fixed_point(x, ok, res, k):
+  """Centroids finite, labels in range, every clean point correctly labelled
+  and every centroid the mean of its clean points (the Lloyd fixed point)."""
+  c = np.asarray(res.centroids, np.float64)
+  labels = np.asarray(res.labels)
+  assert np.isfinite(c).all(), c
+  assert ((labels >= 0) & (labels < k)).all()
+  helpers.assert_labels_match(x[ok], c, labels[ok], "sqeuclidean")
+  for j in range(k):
+    members = x[ok & (labels == j)]
+    if len(members):
+      np.testing.assert_allclose(c[j], members.astype(np.float64).mean(0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("empty", ["keep", "farthest"])
+def test_nonfinite_point_leaves_centroids_finite(init, empty):
+  """check_finite=False runs the same compiled code as a call inside jit."""
+  x, _, _ = _blobs()
+  ok = np.ones(len(x), bool)
+  ok[5] = False
+  for bad in (np.nan, np.inf, -np.inf):
+    x_bad = x.copy()
+    x_bad[5, 2] = bad
+    res = fk.kmeans(jax.random.key(3), jnp.asarray(x_bad), 3, init=init, empty=empty,
+                    max_iter=50, impl=IMPL, check_finite=False)
+    assert np.isnan(float(res.inertia))
+    _assert_clean_fixed_point(x, ok, res, 3)
+    assert bool(res.converged)  # the tolerance ignores the bad row
+
+
+def test_nan_point_inside_jit_n_init_and_batched():
+  x, _, _ = _blobs()
+  x_bad = x.copy()
+  x_bad[5] = np.nan
+  ok = np.ones(len(x), bool)
+  ok[5] = False
+  run = jax.jit(functools.partial(fk.kmeans, k=3, init="random", max_iter=50, impl=IMPL,
+                                  n_init=3))
+  res = run(jax.random.key(1), jnp.asarray(x_bad))
+  assert np.isnan(float(res.inertia))
+  _assert_clean_fixed_point(x, ok, res, 3)
+  bres = jax.jit(lambda key, xb: fk.batched_kmeans(key, xb, 3, max_iter=50, impl=IMPL))(
+      jax.random.key(2), jnp.asarray(np.stack([x_bad, x])))
+  assert np.isnan(float(bres.inertia[0])) and np.isfinite(float(bres.inertia[1]))
+  for b, okb in ((0, ok), (1, np.ones(len(x), bool))):
+    _assert_clean_fixed_point(x, okb, jax.tree.map(lambda a: a[b], bres), 3)
+
+
+def test_nonfinite_assign_and_update_inside_jit():
+  x, centers, _ = _blobs()
+  x[7] = np.nan
+  c = jnp.asarray(centers.astype(np.float32))
+  labels, dist = jax.jit(fk.assign)(jnp.asarray(x), c)
+  assert int(labels[7]) == 0 and np.isnan(float(dist[7]))
+  assert np.isfinite(np.delete(np.asarray(dist), 7)).all()
+  new_c, counts = jax.jit(fk.update, static_argnums=2)(jnp.asarray(x), labels, 3)
+  assert np.isfinite(np.asarray(new_c)).all()
+  assert float(counts.sum()) == len(x) - 1  # the NaN row is left out of counts
+
+
+def test_nonfinite_seeding_never_picks_bad_rows():
+  x, _, _ = _blobs(n=12)
+  x[:6] = np.nan  # half the rows are bad, k=6 finite rows remain
+  for seed in range(5):
+    key = jax.random.key(seed)
+    for c in (fk.init_random(key, jnp.asarray(x), 6),
+              jax.jit(fk.init_random, static_argnums=2)(key, jnp.asarray(x), 6),
+              fk.init_kmeans_plusplus(key, jnp.asarray(x), 6)):
+      c = np.asarray(c)
+      assert np.isfinite(c).all()
+      # Seeds are distinct finite rows of x.
+      assert all(any(np.array_equal(ci, xi) for xi in x[6:]) for ci in c)
+  # More seeds than finite rows: the draw still succeeds and stays finite.
+  c = np.asarray(fk.init_random(jax.random.key(0), jnp.asarray(x), 9))
+  assert np.isfinite(c).all()
+
+
+def test_check_finite_false_eager_behaves_like_jit():
+  x, _, _ = _blobs()
+  x[0, 0] = np.nan
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, check_finite=False, max_iter=20)
+  assert np.isfinite(np.asarray(res.centroids)).all() and np.isnan(float(res.inertia))
+
+
+# ---- checkify
+
+def test_checked_kmeans_eager_and_jit():
+  x, _, _ = _blobs()
+  key = jax.random.key(0)
+  err, res = fk.checked_kmeans(key, jnp.asarray(x), 3, max_iter=20)
+  assert err.get() is None
+  ref = fk.kmeans(key, jnp.asarray(x), 3, max_iter=20)
+  np.testing.assert_array_equal(np.asarray(res.centroids), np.asarray(ref.centroids))
+
+  run = jax.jit(fk.checked_kmeans, static_argnames=("k", "max_iter"))
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20)
+  err.throw()  # no error: does nothing
+  x_bad = x.copy()
+  x_bad[3, 1] = np.nan
+  x_bad[4, 0] = np.inf
+  err, res = run(key, jnp.asarray(x_bad), k=3, max_iter=20)
+  assert "x contains 2 NaN or Inf" in err.get()
+  with pytest.raises(checkify.JaxRuntimeError, match="x contains 2 NaN or Inf"):
+    err.throw()
+  assert np.isfinite(np.asarray(res.centroids)).all()  # the result is still safe
+
+  w = jnp.ones(len(x)).at[0].set(-1.0)
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20, weights=w)
+  assert "weights contain 1 negative" in err.get()
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20, weights=jnp.zeros(len(x)))
+  assert "positive sum" in err.get()
+  err, _ = run(key, jnp.asarray(x), k=3, max_iter=20,
+               init=jnp.asarray(x[:3]).at[0, 0].set(jnp.nan))
+  assert "init contains 1 NaN" in err.get()
+
+
+def test_user_checkify_pattern_inside_jit():
+  """The documented pattern: data_checks inside your own jitted function."""
+  x, _, _ = _blobs()
+
+  @jax.jit
+  def pipeline(key, x):
+    checked.data_checks(x)
+    return fk.kmeans(key, x, 3, max_iter=20, check_finite=False).inertia
+
+  f = checkify.checkify(pipeline)
+  err, inertia = f(jax.random.key(0), jnp.asarray(x))
+  assert err.get() is None and np.isfinite(float(inertia))
+  err, _ = f(jax.random.key(0), jnp.asarray(x).at[0, 0].set(jnp.nan))
+  assert "x contains 1 NaN" in err.get()
+
+  # A plain checkify.check written by the user works the same way.
+  def mine(key, x):
+    checkify.check(jnp.all(jnp.isfinite(x)), "bad data")
+    return fk.kmeans(key, x, 3, max_iter=5, check_finite=False)
+
+  err, _ = jax.jit(checkify.checkify(mine))(jax.random.key(0), jnp.asarray(x).at[1].set(jnp.inf))
+  assert "bad data" in err.get()
+
+
+@pytest.mark.parametrize("metric,empty", [("sqeuclidean", "farthest"), ("cosine", "keep"),
+                                          ("dot", "farthest")])
+def test_float_checks_report_nothing_on_clean_data(metric, empty):
+  """checkify's NaN and division checks find no false positive inside the
+  library on finite data (degenerate data included: duplicate and zero rows
+  leave clusters empty), under jit; NaN data is reported."""
+  x, _, _ = _blobs(n=48)
+  x[:10] = 0.0
+  x[10:20] = x[20]
+
+  def f(key, x):
+    return fk.kmeans(key, x, 6, metric=metric, empty=empty, max_iter=10, impl=IMPL,
+                     check_finite=False)
+
+  g = jax.jit(checkify.checkify(f, errors=checkify.float_checks))
+  err, res = g(jax.random.key(0), jnp.asarray(x))
+  assert err.get() is None, err.get()
+  err, _ = g(jax.random.key(0), jnp.asarray(x).at[30, 0].set(jnp.nan))
+  assert err.get() is not None and "nan" in err.get().lower()
+
+
+def test_float_checks_eager_assign_update():
+  x, _, _ = _blobs(n=48)
+  x[:10] = 0.0
+  for metric in ("sqeuclidean", "cosine", "dot"):
+    err, _ = checkify.checkify(lambda x, c: fk.assign(x, c, metric=metric, impl=IMPL),
+                               errors=checkify.float_checks)(jnp.asarray(x), jnp.asarray(x[:5]))
+    assert err.get() is None, err.get()
+  err, _ = checkify.checkify(lambda x, l: fk.update(x, l, 8, metric="cosine", impl=IMPL),
+                             errors=checkify.float_checks)(
+                                 jnp.asarray(x), jnp.zeros(48, jnp.int32))
+  assert err.get() is None, err.get()
+
+
+def test_checkify_of_vmapped_loop_is_jax_limitation():
+  """Documented: checkify cannot transform kmeans(n_init>1); checked_kmeans can."""
+  x, _, _ = _blobs(n=48)
+  with pytest.raises(ValueError, match="batched while-loops"):
+    checkify.checkify(lambda k, x: fk.kmeans(k, x, 3, n_init=2, max_iter=3, impl=IMPL,
+                                             check_finite=False))(jax.random.key(0),
+                                                                  jnp.asarray(x))
+  run = jax.jit(fk.checked_kmeans, static_argnames=("k", "max_iter", "n_init"))
+  err, res = run(jax.random.key(0), jnp.asarray(x).at[0, 0].set(jnp.nan), k=3, n_init=2,
+                 max_iter=3)
+  assert "x contains 1 NaN" in err.get()
+  brun = jax.jit(fk.checked_batched_kmeans, static_argnames=("k", "max_iter"))
+  xb = jnp.stack([jnp.asarray(x)] * 2)
+  err, res = brun(jax.random.key(0), xb, k=3, max_iter=3,
+                  weights=jnp.ones((2, 48)).at[1].set(0.0))
+  assert "positive sum" in err.get()
+  err, res = brun(jax.random.key(0), xb, k=3, max_iter=3)
+  assert err.get() is None and res.centroids.shape == (2, 3, 4)
+
+
+# --------------------------------------------------------------------------
+# Degenerate data: a valid result (finite centroids, labels in range, finite
+# inertia) and the right one where it is known.
+# --------------------------------------------------------------------------
+
+EMPTIES = ["keep", "farthest"]
+INITS = ["k-means++", "random"]
+
+
+def _valid(res, k, n, d, dtype=None, metric="sqeuclidean"):
+  c = np.asarray(res.centroids.astype(jnp.float32))
+  labels = np.asarray(res.labels)
+  assert c.shape == (k, d) and labels.shape == (n,)
+  if dtype is not None:
+    assert res.centroids.dtype == dtype
+  assert np.isfinite(c).all(), c
+  assert ((labels >= 0) & (labels < k)).all()
+  assert np.isfinite(float(res.inertia))
+  if metric != "dot":  # "dot" distances are -x.c, negative by design
+    assert float(res.inertia) >= 0.0
+  return c, labels
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_all_points_identical(empty, init):
+  x = np.tile(np.array([[1.5, -2.0, 3.0]], np.float32), (16, 1))
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 4, init=init, empty=empty, impl=IMPL)
+  c, _ = _valid(res, 4, 16, 3)
+  np.testing.assert_array_equal(c, x[:4])  # every seed and centroid is the point
+  assert float(res.inertia) == 0.0 and bool(res.converged)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_fewer_distinct_points_than_k(empty, init):
+  base = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], np.float32)
+  x = np.repeat(base, 4, axis=0)  # N=12, 3 distinct points, k=5
+  res = fk.kmeans(jax.random.key(1), jnp.asarray(x), 5, init=init, empty=empty, impl=IMPL)
+  c, labels = _valid(res, 5, 12, 2)
+  helpers.assert_labels_match(x, c, labels, "sqeuclidean")
+  if init == "k-means++" or empty == "farthest":
+    # k-means++ seeds every distinct point; "farthest" re-seeds empty
+    # clusters onto uncovered points: either way all points are covered.
+    assert float(res.inertia) == 0.0
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_duplicated_points_equal_weight_two(empty):
+  x, _, _ = _blobs(n=40, k=3)
+  c0 = jnp.asarray(x[[0, 1, 2]])
+  dup = fk.kmeans(jax.random.key(0), jnp.asarray(np.concatenate([x, x])), 3, init=c0,
+                  empty=empty, impl=IMPL)
+  w2 = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, init=c0, empty=empty, impl=IMPL,
+                 weights=jnp.full((40,), 2.0))
+  _valid(dup, 3, 80, 4)
+  np.testing.assert_allclose(np.asarray(dup.centroids), np.asarray(w2.centroids), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(dup.labels[:40]), np.asarray(w2.labels))
+  np.testing.assert_allclose(float(dup.inertia), float(w2.inertia), rtol=1e-4)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_zero_vectors_cosine(empty, init):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(24, 3)).astype(np.float32)
+  x[:8] = 0.0
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, metric="cosine", init=init,
+                  empty=empty, impl=IMPL)
+  c, labels = _valid(res, 3, 24, 3)
+  _, dist = fk.assign(jnp.asarray(x), res.centroids, metric="cosine", impl=IMPL)
+  np.testing.assert_allclose(np.asarray(dist[:8]), 1.0)  # zero vector: distance 1
+  norms = np.linalg.norm(c, axis=1)
+  assert ((np.abs(norms - 1) < 1e-5) | (norms == 0)).all()
+  helpers.assert_labels_match(x[8:], c, labels[8:], "cosine")
+  # All points zero: every distance is 1, nothing is NaN.
+  z = fk.kmeans(jax.random.key(0), jnp.zeros((10, 3)), 2, metric="cosine", init=init,
+                empty=empty, impl=IMPL)
+  _valid(z, 2, 10, 3)
+  assert float(z.inertia) == 10.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_huge_magnitudes_16bit(dtype, empty):
+  """Values ~1e4: ||x||^2 ~ 1e8 overflows float16 (max 65504); no 16-bit
+  type ever holds it, so distances and centroids stay finite and right."""
+  rng = np.random.default_rng(3)
+  centers = np.array([[1e4, 1e4, -1e4, 0.0], [-1e4, 2e4, 1e4, 1e4], [0.0, -2e4, 0.0, -1e4]])
+  lab = rng.integers(0, 3, 60)
+  x64 = centers[lab] + rng.normal(size=(60, 4)) * 50.0
+  x = jnp.asarray(x64, dtype)
+  xf = np.asarray(x.astype(jnp.float32), np.float64)
+  res = fk.kmeans(jax.random.key(0), x, 3, empty=empty, impl=IMPL)
+  c, labels = _valid(res, 3, 60, 4, dtype=dtype)
+  # The true partition is found (clusters 3e4 apart, spread 50).
+  for j in range(3):
+    assert len(set(labels[lab == j])) == 1
+  helpers.assert_labels_match(xf, c, labels, "sqeuclidean", rtol=1e-2)
+  # assign: the distances match float64 to 16-bit centroid rounding.
+  ref = ((xf - c[labels]) ** 2).sum(1)
+  _, dist = fk.assign(x, res.centroids, impl=IMPL)
+  assert np.isfinite(np.asarray(dist)).all()
+  np.testing.assert_allclose(np.asarray(dist), ref, rtol=2e-2, atol=1e-3 * (xf ** 2).sum(1).max())
+  for metric in (("cosine", "dot") if empty == "keep" else ()):
+    r = fk.kmeans(jax.random.key(0), x, 3, metric=metric, empty=empty, impl=IMPL, max_iter=20)
+    _valid(r, 3, 60, 4, dtype=dtype, metric=metric)
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_tiny_magnitudes_float32(empty):
+  """Values ~1e-20: squared distances (~1e-40) underflow float32. Documented:
+  the result is valid (finite, labels in range) but clusters at this scale
+  cannot be told apart -- rescale such data. Under cosine (scale-free) the
+  right partition is found."""
+  rng = np.random.default_rng(4)
+  x, centers, lab = helpers.make_blobs(rng, 40, 3, 2, spread=10.0, std=0.1)
+  tiny = (x.astype(np.float64) * 1e-20).astype(np.float32)
+  for metric in ("sqeuclidean", "dot"):
+    res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric=metric, empty=empty,
+                    impl=IMPL)
+    _valid(res, 2, 40, 3, metric=metric)
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric="cosine", empty=empty,
+                  impl=IMPL)
+  _, labels = _valid(res, 2, 40, 3)
+  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), 2, metric="cosine", empty=empty, impl=IMPL)
+  np.testing.assert_array_equal(labels, np.asarray(ref.labels))
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+@pytest.mark.parametrize("init", INITS)
+def test_tiny_shapes(empty, init):
+  key = jax.random.key(0)
+  kw = dict(init=init, empty=empty, impl=IMPL)
+  # N=1, K=1: the centroid is the point.
+  res = fk.kmeans(key, jnp.asarray([[2.0, -1.0]]), 1, **kw)
+  c, _ = _valid(res, 1, 1, 2)
+  np.testing.assert_array_equal(c, [[2.0, -1.0]])
+  assert float(res.inertia) == 0.0
+  # D=1, K=2: the two groups of a 1-d line.
+  x1 = jnp.asarray([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+  res = fk.kmeans(key, x1, 2, **kw)
+  c, labels = _valid(res, 2, 6, 1)
+  np.testing.assert_allclose(np.sort(c[:, 0]), [0.1, 10.1], rtol=1e-5)
+  assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
+  # K=1: the weighted mean, inertia = weighted sum of squared deviations.
+  x, _, _ = _blobs(n=30)
+  w = np.random.default_rng(0).uniform(0.5, 2.0, 30).astype(np.float32)
+  res = fk.kmeans(key, jnp.asarray(x), 1, weights=jnp.asarray(w), **kw)
+  c, labels = _valid(res, 1, 30, 4)
+  mean = (w[:, None] * x).sum(0) / w.sum()
+  np.testing.assert_allclose(c[0], mean, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(float(res.inertia), (w * ((x - mean) ** 2).sum(1)).sum(), rtol=1e-4)
+  assert (labels == 0).all()
+  # K=N with distinct points: every point its own cluster, inertia 0.
+  res = fk.kmeans(key, jnp.asarray(x[:8]), 8, **kw)
+  c, labels = _valid(res, 8, 8, 4)
+  assert sorted(labels.tolist()) == list(range(8))
+  np.testing.assert_array_equal(c[labels], x[:8])
+  assert float(res.inertia) == 0.0
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_zero_weights_and_single_positive_weight(empty):
+  x, _, _ = _blobs(n=30)
+  w = np.zeros(30, np.float32)
+  w[7] = 1.0  # one point carries all the weight, k=3
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, weights=jnp.asarray(w), empty=empty,
+                  impl=IMPL)
+  c, labels = _valid(res, 3, 30, 4)
+  assert float(res.inertia) == 0.0  # the weighted point sits on a centroid
+  np.testing.assert_array_equal(c[labels[7]], x[7])
+
+
+@pytest.mark.parametrize("empty", EMPTIES)
+def test_update_degenerate(empty):
+  """update with every point in one cluster: the other clusters keep their
+  centroids (or, under "farthest", take the farthest points); all finite."""
+  x, _, _ = _blobs(n=20)
+  c0 = jnp.asarray(x[:4])
+  labels = jnp.zeros(20, jnp.int32)
+  _, dist = fk.assign(jnp.asarray(x), c0[:1], impl=IMPL)
+  c, counts = fk.update(jnp.asarray(x), labels, c0, empty=empty, dist=dist, impl=IMPL)
+  c = np.asarray(c)
+  assert np.isfinite(c).all() and float(counts.sum()) == 20
+  if empty == "keep":
+    np.testing.assert_array_equal(c[1:], np.asarray(c0[1:]))
+    np.testing.assert_allclose(c[0], x.mean(0), rtol=1e-5, atol=1e-5)
+  else:
+    far = np.argsort(-np.asarray(dist), kind="stable")[:3]
+    np.testing.assert_array_equal(c[1:], x[far])
+  # update(k) with K > number of labels used: zeros for empty clusters.
+  c, counts = fk.update(jnp.asarray(x), labels, 5, impl=IMPL)
+  assert np.isfinite(np.asarray(c)).all() and (np.asarray(c)[1:] == 0).all()
+
+
+# --------------------------------------------------------------------------
+# Reproducibility: bit-identical on one device.
+# --------------------------------------------------------------------------
+
+def _tree_equal(a, b):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("init,metric", [("k-means++", "sqeuclidean"), ("random", "cosine")])
+def test_same_key_same_result_eager_and_jit(init, metric):
+  x, _, _ = _blobs(n=64, k=4)
+  key = jax.random.key(42)
+  kw = dict(init=init, metric=metric, max_iter=30, n_init=2, impl=IMPL)
+  a = fk.kmeans(key, jnp.asarray(x), 4, **kw)
+  b = fk.kmeans(key, jnp.asarray(x), 4, **kw)
+  _tree_equal(a, b)
+  j = jax.jit(lambda key, x: fk.kmeans(key, x, 4, **kw))(key, jnp.asarray(x))
+  _tree_equal(a, j)
+  # NumPy input and a raw uint32 key of the same seed give the same result.
+  _tree_equal(a, fk.kmeans(key, x, 4, **kw))
+  # A different key is allowed to differ; the result is still valid.
+  _valid(fk.kmeans(jax.random.key(43), jnp.asarray(x), 4, **kw), 4, 64, 4)
+
+
+def test_reproducible_batched_and_seeding():
+  x, _, _ = _blobs(n=32)
+  xb = jnp.asarray(np.stack([x, x[::-1]]))
+  key = jax.random.key(7)
+  _tree_equal(fk.batched_kmeans(key, xb, 3, max_iter=10, impl=IMPL),
+              fk.batched_kmeans(key, xb, 3, max_iter=10, impl=IMPL))
+  for f in (fk.init_random, fk.init_kmeans_plusplus):
+    _tree_equal(f(key, jnp.asarray(x), 3), f(key, jnp.asarray(x), 3))
+    _tree_equal(f(key, jnp.asarray(x), 3), jax.jit(f, static_argnums=2)(key, jnp.asarray(x), 3))
