@@ -46,7 +46,7 @@ def official_assign_update():
 
 def sweep_configs(d):
   dp = max(16, cfgmod.next_pow2(d))
-  for bn, bk, w, s in itertools.product((64, 128, 256), (64, 128), (4, 8), (2, 3)):
+  for bn, bk, w, s in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3)):
     if bn == 256 and w == 4:
       continue
     for bd in sorted({dp, min(dp, 128)} if dp > 256 else {dp}):
@@ -147,6 +147,9 @@ def main():
     f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c))
     rec["pallas_assign_ms"] = _timing.time_jax(f, x, c)
     rec["pallas_assign_cfg"] = str(default_cfg)
+    if dtype == jnp.float32:
+      fe = jax.jit(lambda x, c: flash_assign.flash_assign(x, c, precision="highest"))
+      rec["pallas_assign_exact_ms"] = _timing.time_jax(fe, x, c)
     try:
       g = jax.jit(lambda x, c: assignment.assign_xla(x, c))
       rec["xla_assign_ms"] = _timing.time_jax(g, x, c)

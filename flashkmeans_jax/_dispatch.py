@@ -10,15 +10,28 @@ from jax import lax
 from flashkmeans_jax import _checks
 
 
-def resolve_impl(impl: str | None) -> str:
-  """Maps ``None``/``"auto"`` to the best implementation for the default backend.
+# Below this many point-centroid pairs per problem the whole iteration is a
+# few microseconds of work and XLA's fused loop beats the kernel launches
+# (measured on an H200: B=8, N=16384, K=100 ran 0.08 ms/iter with XLA against
+# 0.13 ms with the kernels; from N*K = 2^22 up the kernels win).
+SMALL_PROBLEM_PAIRS = 1 << 22
 
-  ``"pallas"`` (the Triton-lowered kernels) on CUDA GPUs, ``"xla"`` elsewhere.
+
+def resolve_impl(impl: str | None, n: int | None = None, k: int | None = None) -> str:
+  """Maps ``None``/``"auto"`` to the best implementation for the backend and shape.
+
+  On CUDA GPUs: ``"pallas"`` (the Triton-lowered kernels), except for tiny
+  problems (``n * k < SMALL_PROBLEM_PAIRS``) where XLA is faster. Elsewhere
+  ``"xla"``.
   """
   impl = _checks.check_impl(impl)
   if impl != "auto":
     return impl
-  return "pallas" if _on_cuda() else "xla"
+  if not _on_cuda():
+    return "xla"
+  if n is not None and k is not None and n * k < SMALL_PROBLEM_PAIRS:
+    return "xla"
+  return "pallas"
 
 
 def _on_cuda() -> bool:

@@ -227,6 +227,6 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
   _checks.check_points(x)
   _checks.check_centroids(centroids, x.shape[1])
   metric = _checks.check_metric(metric)
-  impl = _dispatch.resolve_impl(impl)
+  impl = _dispatch.resolve_impl(impl, x.shape[0], centroids.shape[0])
   precision = _dispatch.resolve_precision(precision)
   return _assign_diff(x, centroids, metric, impl, precision, config)

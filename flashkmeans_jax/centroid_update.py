@@ -92,7 +92,7 @@ def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   k = _checks.check_k(k)
   _checks.check_labels(labels, x.shape[0], k=k)
   _checks.check_weights(weights, x.shape[0])
-  impl = _dispatch.resolve_impl(impl)
+  impl = _dispatch.resolve_impl(impl, x.shape[0], k)
   if impl == "xla":
     return cluster_sums_xla(x, labels, k, weights)
   from flashkmeans_jax.kernels import sorted_update

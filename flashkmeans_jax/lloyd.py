@@ -123,7 +123,7 @@ def _normalise_args(x, k, init, max_iter, tol, metric, weights, n_init, empty, i
   n_init = _checks.check_positive_int(n_init, "n_init")
   tol = _checks.check_tol(tol)
   empty = _checks.check_empty(empty)
-  impl = _dispatch.resolve_impl(impl)
+  impl = _dispatch.resolve_impl(impl, n, k)
   precision = _dispatch.resolve_precision(precision)
   _checks.check_weights(weights, n, batch, require_positive=True)
   if isinstance(init, str):

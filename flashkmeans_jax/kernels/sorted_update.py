@@ -20,6 +20,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
@@ -28,6 +29,40 @@ from flashkmeans_jax.kernels import config as config_mod
 
 __all__ = ["sorted_cluster_sums", "work_items", "sort_by_label", "partial_sums",
            "sorted_cluster_sums_reference"]
+
+
+@functools.lru_cache(maxsize=None)
+def _key_sorter(key_bits: int):
+  """``jnp.sort`` of packed uint32 keys whose batching stays one flat sort.
+
+  Under ``vmap`` a plain ``jnp.sort`` becomes a batched (segmented) sort,
+  which XLA runs as a comparison network, several times slower than the
+  one-dimensional radix sort. When the member index also fits in the spare
+  high bits, the batch is sorted as one flat array instead: members never mix
+  (the member index is the most significant part of the key) and each
+  member's keys come back in its own row.
+  """
+  # NumPy, not jnp: this runs once per key width, possibly inside a trace,
+  # and a jnp constant made there would be a tracer captured by the cache.
+  mask = np.uint32((1 << key_bits) - 1 if key_bits < 32 else 0xFFFFFFFF)
+
+  @jax.custom_batching.custom_vmap
+  def sort_keys(keys):
+    return jnp.sort(keys)
+
+  @sort_keys.def_vmap
+  def _sort_keys_batched(axis_size, in_batched, keys):
+    if not in_batched[0]:
+      return sort_keys(keys), False
+    member_bits = max(1, (axis_size - 1).bit_length())
+    if key_bits + member_bits > 32:
+      return jnp.sort(keys, axis=-1), True
+    member = jnp.arange(axis_size, dtype=jnp.uint32).reshape(
+        (axis_size,) + (1,) * (keys.ndim - 1)) << key_bits
+    flat = jnp.sort((keys | member).reshape(-1)).reshape(keys.shape)
+    return flat & mask, True
+
+  return sort_keys
 
 
 def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -42,7 +77,7 @@ def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   shift = max(1, (n - 1).bit_length())
   if shift + max(1, (k - 1).bit_length()) <= 32:
     keys = (labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32)
-    keys = jnp.sort(keys)
+    keys = _key_sorter(shift + max(1, (k - 1).bit_length()))(keys)
     perm = (keys & jnp.uint32((1 << shift) - 1)).astype(jnp.int32)
     return perm, (keys >> shift).astype(jnp.int32)
   perm = jnp.argsort(labels).astype(jnp.int32)
