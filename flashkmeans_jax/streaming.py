@@ -65,7 +65,7 @@ AUTO_METHOD = "device_put"
 _DEFAULT_CHUNK_BYTES = 256 * 2**20  # large enough to amortise per-chunk launches
 _FALLBACK_BUDGET_BYTES = 1 * 2**30  # when the device reports no memory stats
 _BUDGET_FRACTION = 0.5  # of the free device memory, the rest is for kernels
-_PREFETCH_DEPTH = 2  # chunks read/transferred ahead of the one computed
+_PREFETCH_DEPTH = 4  # chunks read/transferred ahead of the one computed, in parallel
 _KPP_SAMPLE_PER_CLUSTER = 32
 _KPP_SAMPLE_MIN = 2**16
 

@@ -159,8 +159,13 @@ class HostSource:
 
 
 class Prefetcher:
-  """Runs ``load(job)`` for ``jobs`` in order, ``depth`` jobs ahead, on one
-  worker thread, and yields the results in order.
+  """Runs ``load(job)`` for ``jobs``, ``depth`` jobs ahead on ``depth`` worker
+  threads, and yields the results in order.
+
+  Several threads matter on a GPU: one host-to-device copy from pageable
+  memory (or one copy into pinned memory) runs at a fraction of the PCIe
+  rate, and NumPy and the transfer release the GIL, so copies of different
+  chunks proceed side by side.
 
   Exceptions raised by ``load`` come out of the iteration at the job that
   raised them. :meth:`close` cancels what has not started and waits for the
@@ -171,7 +176,8 @@ class Prefetcher:
     self._load = load
     self._jobs = iter(jobs)
     self._depth = max(1, depth)
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fkm-prefetch")
+    self._pool = concurrent.futures.ThreadPoolExecutor(self._depth,
+                                                       thread_name_prefix="fkm-prefetch")
     self._queue: collections.deque = collections.deque()
     for _ in range(self._depth):
       self._submit()
