@@ -37,6 +37,7 @@ import collections
 import dataclasses
 import functools
 import itertools
+import os
 import sys
 import time
 from typing import Any
@@ -60,7 +61,16 @@ __all__ = ["kmeans_streaming", "assign_streaming", "plan_chunks", "StreamingRead
 
 METHODS = ("auto", "device_put", "pinned", "pinned_cache", "io_callback")
 # What method="auto" means; flip after the GPU benchmark (bench_streaming.py).
-AUTO_METHOD = "device_put"
+# What "auto" means, from the benchmark on an H200 (benchmarks/RESULTS.md;
+# N=2^26, D=128, K=8192, float16, nothing resident): device_put 514 ms/iter
+# (33 GB/s over PCIe from pageable memory, four chunks in flight), pinned
+# 550 ms, io_callback 2950 ms (5.8 GB/s), pinned_cache 323 ms (53 GB/s after
+# the first pass). pinned_cache wins whenever it fits in host memory; one pass
+# (assign_streaming) gains nothing from the cache, so it takes device_put.
+AUTO_METHOD = "pinned_cache"
+AUTO_METHOD_ONE_PASS = "device_put"
+# Share of the host's available memory the pinned cache may take.
+_PINNED_CACHE_SHARE = 0.5
 
 _DEFAULT_CHUNK_BYTES = 256 * 2**20  # large enough to amortise per-chunk launches
 _FALLBACK_BUDGET_BYTES = 1 * 2**30  # when the device reports no memory stats
@@ -557,9 +567,29 @@ def _initial_centroids(key, src, wsrc, plan, k, init, metric, sample_size, devic
 # Public API
 
 
-def _resolve_method(method: str) -> str:
+def _available_host_bytes() -> int:
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return 0
+
+
+def _resolve_method(method: str, plan: Plan | None = None, itemsize: int = 4,
+                    device: Any = None, one_pass: bool = False) -> str:
+  """``"auto"``: ``pinned_cache`` on a GPU when the streamed part fits in half
+  the available host memory and the device offers pinned host memory, else
+  ``device_put`` (and always ``device_put`` for a single pass)."""
   method = _checks.check_choice(method, "method", METHODS)
-  return AUTO_METHOD if method == "auto" else method
+  if method != "auto":
+    return method
+  if one_pass or plan is None:
+    return AUTO_METHOD_ONE_PASS
+  streamed = sum(plan.rows(j)[1] - plan.rows(j)[0] for j in plan.streamed()) * plan.d * itemsize
+  from flashkmeans_jax.streaming_io import pinned_available
+  if (device is not None and device.platform == "gpu" and pinned_available(device)
+      and streamed <= _PINNED_CACHE_SHARE * _available_host_bytes()):
+    return AUTO_METHOD
+  return AUTO_METHOD_ONE_PASS
 
 
 def _check_out(out: Any, n: int, name: str, kind: str) -> None:
@@ -680,7 +710,7 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
   empty = _checks.check_empty(empty)
   impl = _dispatch.resolve_impl(impl)
   precision = _dispatch.resolve_precision(precision)
-  method = _resolve_method(method)
+  method = _resolve_method(method, plan, src.dtype.itemsize, device)
   _check_out(labels_out, n, "labels_out", "i")
   cfg = ops.Cfg(k, metric, impl, precision, config, empty, min(k, n))
   if isinstance(init, str):
@@ -761,7 +791,7 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
   metric = _checks.check_metric(metric)
   impl = _dispatch.resolve_impl(impl)
   precision = _dispatch.resolve_precision(precision)
-  method = _resolve_method(method)
+  method = _resolve_method(method, one_pass=True)
   _check_out(labels_out, n, "labels_out", "i")
   _check_out(dist_out, n, "dist_out", "f")
   cfg = ops.Cfg(k, metric, impl, precision, config, "keep", min(k, n))
