@@ -98,3 +98,32 @@ def test_batched_kmeans_one_launch_grid():
   c = jnp.zeros((4, 8, 16), jnp.float16)
   hlo = jax.jit(jax.vmap(lambda x, c: fk.assign(x, c, impl=IMPL))).lower(x, c).as_text()
   assert hlo.count("__gpu$xla.gpu.triton") == 1, hlo.count("__gpu$xla.gpu.triton")
+
+
+def test_batch_larger_than_grid_y_limit():
+  # 70,000 members: more than the 65,535 a CUDA grid's y/z axis allows; the
+  # batched kernels must still cover every member.
+  rng = np.random.default_rng(9)
+  x = jnp.asarray(rng.normal(size=(70_000, 16, 8)), jnp.float16)
+  c = jnp.asarray(rng.normal(size=(70_000, 4, 8)), jnp.float16)
+  l, d = jax.jit(jax.vmap(lambda x, c: fk.assign(x, c, impl=IMPL)))(x, c)
+  lr, dr = jax.jit(jax.vmap(lambda x, c: fk.assign(x, c, impl="xla")))(x, c)
+  assert float((l == lr).mean()) > 0.999
+  np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-2, atol=1e-2)
+  lab = jnp.asarray(rng.integers(0, 4, (70_000, 16)), jnp.int32)
+  s, n = jax.jit(jax.vmap(lambda x, l: fk.cluster_sums(x, l, 4, impl=IMPL)))(x, lab)
+  sr, nr = jax.jit(jax.vmap(lambda x, l: fk.cluster_sums(x, l, 4, impl="xla")))(x, lab)
+  np.testing.assert_allclose(np.asarray(s), np.asarray(sr), rtol=1e-5, atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(n), np.asarray(nr))
+
+
+def test_batched_kmeans_equals_loop_on_gpu():
+  rng = np.random.default_rng(10)
+  x = jnp.asarray(rng.normal(size=(4, 5000, 32)), jnp.bfloat16)
+  res = fk.batched_kmeans(jax.random.key(3), x, 64, init="random", max_iter=20,
+                          impl=IMPL)
+  keys = jax.random.split(jax.random.key(3), 4)
+  for b in range(4):
+    r = fk.kmeans(keys[b], x[b], 64, init="random", max_iter=20, impl=IMPL)
+    np.testing.assert_array_equal(np.asarray(res.labels[b]), np.asarray(r.labels))
+    assert int(res.n_iter[b]) == int(r.n_iter)
