@@ -65,10 +65,13 @@ METHODS = ("auto", "device_put", "pinned", "pinned_cache", "io_callback")
 # N=2^26, D=128, K=8192, float16, nothing resident): device_put 514 ms/iter
 # (33 GB/s over PCIe from pageable memory, four chunks in flight), pinned
 # 550 ms, io_callback 2950 ms (5.8 GB/s), pinned_cache 323 ms (53 GB/s after
-# the first pass). pinned_cache wins whenever it fits in host memory; one pass
-# (assign_streaming) gains nothing from the cache, so it takes device_put.
+# the first pass). The cache's first pass is slow (7.3 s: page-locking 16 GiB
+# of host memory), so it pays off only after ~35 passes; "auto" takes it when
+# max_iter allows at least _PINNED_CACHE_MIN_PASSES and it fits in host
+# memory, else device_put (always for one pass, as in assign_streaming).
 AUTO_METHOD = "pinned_cache"
 AUTO_METHOD_ONE_PASS = "device_put"
+_PINNED_CACHE_MIN_PASSES = 40
 # Share of the host's available memory the pinned cache may take.
 _PINNED_CACHE_SHARE = 0.5
 
@@ -575,14 +578,15 @@ def _available_host_bytes() -> int:
 
 
 def _resolve_method(method: str, plan: Plan | None = None, itemsize: int = 4,
-                    device: Any = None, one_pass: bool = False) -> str:
-  """``"auto"``: ``pinned_cache`` on a GPU when the streamed part fits in half
-  the available host memory and the device offers pinned host memory, else
-  ``device_put`` (and always ``device_put`` for a single pass)."""
+                    device: Any = None, passes: int = 1) -> str:
+  """``"auto"``: ``pinned_cache`` on a GPU when at least
+  ``_PINNED_CACHE_MIN_PASSES`` passes may run, the streamed part fits in half
+  the available host memory and the device offers pinned host memory; else
+  ``device_put``."""
   method = _checks.check_choice(method, "method", METHODS)
   if method != "auto":
     return method
-  if one_pass or plan is None:
+  if passes < _PINNED_CACHE_MIN_PASSES or plan is None:
     return AUTO_METHOD_ONE_PASS
   streamed = sum(plan.rows(j)[1] - plan.rows(j)[0] for j in plan.streamed()) * plan.d * itemsize
   from flashkmeans_jax.streaming_io import pinned_available
@@ -710,7 +714,7 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
   empty = _checks.check_empty(empty)
   impl = _dispatch.resolve_impl(impl)
   precision = _dispatch.resolve_precision(precision)
-  method = _resolve_method(method, plan, src.dtype.itemsize, device)
+  method = _resolve_method(method, plan, src.dtype.itemsize, device, passes=max_iter + 1)
   _check_out(labels_out, n, "labels_out", "i")
   cfg = ops.Cfg(k, metric, impl, precision, config, empty, min(k, n))
   if isinstance(init, str):
@@ -791,7 +795,7 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
   metric = _checks.check_metric(metric)
   impl = _dispatch.resolve_impl(impl)
   precision = _dispatch.resolve_precision(precision)
-  method = _resolve_method(method, one_pass=True)
+  method = _resolve_method(method)
   _check_out(labels_out, n, "labels_out", "i")
   _check_out(dist_out, n, "dist_out", "f")
   cfg = ops.Cfg(k, metric, impl, precision, config, "keep", min(k, n))
