@@ -294,10 +294,6 @@ def _finalize_sharded(sums, counts, previous, *, metric, empty, x, labels, dist,
   return update_mod.finalize_centroids(sums, counts, previous, metric=metric, empty="keep")
 
 
-def _local_inertia(dist, w):
-  return jnp.sum(dist) if w is None else jnp.sum(w * dist)
-
-
 def _print_progress(i, inertia, shift, converged):
   print(f"[flashkmeans_jax] iter {int(i):4d}  inertia {float(inertia):.6g}  "
         f"shift {float(shift):.3g}{'  converged' if bool(converged) else ''}  (sharded)",
@@ -306,38 +302,24 @@ def _print_progress(i, inertia, shift, converged):
 
 def _lloyd_sharded(x, w, c0, tol_abs, *, k, max_iter, metric, empty, impl, precision,
                    verbose, config, axes):
-  """Per-shard body of data-parallel Lloyd; one psum of O(K*D) per iteration."""
+  """Per-shard body of data-parallel Lloyd: the single-device loop with one
+  psum of O(K*D) per iteration and a sharding-aware finalisation."""
+  from flashkmeans_jax import lloyd
   w_full = jnp.ones((x.shape[0],), jnp.float32) if w is None else w
 
-  def assign_(c):
-    return assign_mod._assign_diff(x, c, metric, impl, precision, config)
+  def finalize(sums, counts, c, labels, dist):
+    return _finalize_sharded(sums, counts, c, metric=metric, empty=empty, x=x,
+                             labels=labels, dist=dist, w=w_full, axes=axes)[0]
 
-  def cond(state):
-    i, _, converged, _ = state
-    return (i < max_iter) & jnp.logical_not(converged)
+  def report(i, inertia, shift, converged):
+    lax.cond(_shard_index(axes) == 0,
+             lambda: jax.debug.callback(_print_progress, i, inertia, shift, converged),
+             lambda: None)
 
-  def body(state):
-    i, c, _, hist = state
-    labels, dist = assign_(c)
-    sums, counts = update_mod.cluster_sums(x, labels, k, weights=w, impl=impl)
-    sums, counts, inertia = lax.psum((sums, counts, _local_inertia(dist, w)), axes)
-    new_c, _ = _finalize_sharded(sums, counts, c, metric=metric, empty=empty, x=x,
-                                 labels=labels, dist=dist, w=w_full, axes=axes)
-    shift = jnp.sum(jnp.square(new_c - c))
-    converged = shift <= tol_abs
-    if verbose:
-      lax.cond(_shard_index(axes) == 0,
-               lambda: jax.debug.callback(_print_progress, i, inertia, shift, converged),
-               lambda: None)
-    return i + 1, new_c, converged, hist.at[i].set(inertia)
-
-  state = (jnp.int32(0), c0.astype(jnp.float32), jnp.bool_(False),
-           jnp.full((max_iter,), jnp.nan, jnp.float32))
-  n_iter, c, converged, hist = lax.while_loop(cond, body, state)
-  labels, dist = assign_(c)
-  return KMeansResult(centroids=c.astype(x.dtype), labels=labels,
-                      inertia=lax.psum(_local_inertia(dist, w), axes), n_iter=n_iter,
-                      converged=converged, inertia_history=hist)
+  return lloyd._lloyd(x, c0, w, tol_abs, k=k, max_iter=max_iter, metric=metric,
+                      empty=empty, impl=impl, precision=precision, verbose=verbose,
+                      config=config, combine=lambda t: lax.psum(t, axes),
+                      finalize=finalize, report=report)
 
 
 # ----------------------------------------------------------------------------

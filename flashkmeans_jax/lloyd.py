@@ -58,7 +58,26 @@ def _data_tolerance(x, tol):
 
 
 def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precision,
-           verbose, config):
+           verbose, config, combine=None, finalize=None, report=None):
+  """The Lloyd while_loop on the points it is given.
+
+  The hooks let the data-parallel driver reuse it on one shard: ``combine``
+  reduces ``(sums, counts, inertia)`` across shards (default: nothing to
+  combine), ``finalize(sums, counts, c, labels, dist)`` makes the new
+  centroids (default: :func:`finalize_centroids` with this call's options)
+  and ``report(i, inertia, shift, converged)`` prints progress when
+  ``verbose``.
+  """
+  combine = combine or (lambda t: t)
+  if finalize is None:
+    def finalize(sums, counts, c, labels, dist):
+      return update_mod.finalize_centroids(
+          sums, counts, c, metric=metric, empty=empty, x=x, labels=labels, dist=dist,
+          weights=weights)[0]
+  if report is None:
+    def report(i, inertia, shift, converged):
+      jax.debug.callback(_print_progress, i, inertia, shift, converged)
+
   def assign_(c):
     return assign_mod._assign_diff(x, c, metric, impl, precision, config)
 
@@ -69,15 +88,13 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
   def body(state):
     i, c, _, hist = state
     labels, dist = assign_(c)
-    inertia = _inertia(dist, weights)
     sums, counts = update_mod.cluster_sums(x, labels, k, weights=weights, impl=impl)
-    new_c, _ = update_mod.finalize_centroids(
-        sums, counts, c, metric=metric, empty=empty, x=x, labels=labels, dist=dist,
-        weights=weights)
+    sums, counts, inertia = combine((sums, counts, _inertia(dist, weights)))
+    new_c = finalize(sums, counts, c, labels, dist)
     shift = jnp.sum(jnp.square(new_c - c))
     converged = shift <= tol_abs
     if verbose:
-      jax.debug.callback(_print_progress, i, inertia, shift, converged)
+      report(i, inertia, shift, converged)
     return i + 1, new_c, converged, hist.at[i].set(inertia)
 
   state = (jnp.int32(0), c0.astype(jnp.float32), jnp.bool_(False),
@@ -85,8 +102,8 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
   n_iter, c, converged, hist = lax.while_loop(cond, body, state)
   labels, dist = assign_(c)
   return KMeansResult(centroids=c.astype(x.dtype), labels=labels,
-                      inertia=_inertia(dist, weights), n_iter=n_iter,
-                      converged=converged, inertia_history=hist)
+                      inertia=combine((None, None, _inertia(dist, weights)))[2],
+                      n_iter=n_iter, converged=converged, inertia_history=hist)
 
 
 @functools.partial(
