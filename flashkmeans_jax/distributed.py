@@ -218,11 +218,7 @@ def _kmeanspp_sharded(key, x, w, k, metric, axes, n_shards, precision, n_local_t
   :func:`flashkmeans_jax.init_kmeans_plusplus`, not the same draws)."""
   seed_metric = "cosine" if metric == "cosine" else "sqeuclidean"
   trials = n_local_trials or 2 + int(math.log(k))
-  xf_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), -1)
-  finite = jnp.isfinite(xf_sq)
-  w = jnp.where(finite, w, 0.0)
-  xsq = jnp.where(finite, xf_sq, 0.0)
-  x_safe = jnp.where(finite[:, None], x, jnp.zeros((), x.dtype))
+  w, xsq, x_safe = seed_mod._finite_rows(x, w)
   key0, key_loop = jax.random.split(key)
 
   s0, i0 = _draw_proportional(key0, w, 1, axes, n_shards)

@@ -67,6 +67,15 @@ def _dist_to_candidates(x, xsq, cand, metric, precision):
   return jnp.maximum(xsq[:, None] - 2.0 * dots + csq[None, :], 0.0)
 
 
+def _finite_rows(x, w):
+  """Weights, float32 squared norms and rows with non-finite rows neutralised:
+  such points never become seeds and add nothing to the potential."""
+  xf_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), -1)
+  finite = jnp.isfinite(xf_sq)
+  return (jnp.where(finite, w, 0.0), jnp.where(finite, xf_sq, 0.0),
+          jnp.where(finite[:, None], x, jnp.zeros((), x.dtype)))
+
+
 def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
                          weights: jax.Array | None = None, *,
                          metric: str = "sqeuclidean", n_local_trials: int | None = None,
@@ -95,12 +104,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   precision = _dispatch.resolve_precision(precision)
   trials = n_local_trials or 2 + int(math.log(k))
   w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
-  xf_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), -1)
-  # Non-finite points never become seeds and add nothing to the potential.
-  finite = jnp.isfinite(xf_sq)
-  w = jnp.where(finite, w, 0.0)
-  xsq = jnp.where(finite, xf_sq, 0.0)
-  x_safe = jnp.where(finite[:, None], x, jnp.zeros((), x.dtype))
+  w, xsq, x_safe = _finite_rows(x, w)
 
   key0, key_loop = jax.random.split(key)
   first = jax.random.choice(key0, n, p=w / jnp.sum(w))
