@@ -74,6 +74,10 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
     new_c, _ = update_mod.finalize_centroids(
         sums, counts, c, metric=metric, empty=empty, x=x, labels=labels, dist=dist,
         weights=weights)
+    # One materialised new_c for both the carry and the shift: under vmap XLA
+    # otherwise recomputes it in two fusions that round differently, so a
+    # fixed point shows a ~1e-14 shift and tol=0 never converges.
+    new_c = lax.optimization_barrier(new_c)
     shift = jnp.sum(jnp.square(new_c - c))
     converged = shift <= tol_abs
     if verbose:
