@@ -171,15 +171,19 @@ def _shard_index(axes):
   return lax.axis_index(axes)
 
 
-def _data_tolerance_sharded(x, w_valid, n_valid, tol, axes):
-  """``tol * mean(var(x, axis=0))`` over the valid rows of all shards."""
+def _data_tolerance_sharded(x, rows, tol, axes):
+  """``tol * mean(var(x, axis=0))`` over the rows of all shards that
+  ``lloyd._data_tolerance`` counts: real (not padding), finite and of
+  positive weight (``rows``: bool[n_local] of real, positive-weight rows)."""
   if tol == 0:
     return jnp.float32(0.0)
   xf = x.astype(jnp.float32)
-  m = w_valid[:, None]
-  mean = lax.psum(jnp.sum(jnp.where(m, xf, 0.0), axis=0), axes) / n_valid
+  m = (rows & jnp.all(jnp.isfinite(xf), axis=-1))[:, None]
+  cnt = jnp.maximum(lax.psum(jnp.sum(m, dtype=jnp.float32), axes), 1.0)
+  xf = jnp.where(m, xf, 0.0)
+  mean = lax.psum(jnp.sum(xf, axis=0), axes) / cnt
   sq = lax.psum(jnp.sum(jnp.where(m, jnp.square(xf - mean), 0.0), axis=0), axes)
-  return jnp.float32(tol) * jnp.mean(sq / n_valid)
+  return jnp.float32(tol) * jnp.mean(sq / cnt)
 
 
 def _gathered_rows(owner_shard, local_idx, x, axes, scale=None):
@@ -345,7 +349,7 @@ def _sharded_kmeans_jit(key, x, weights, init_array, *, mesh, axes, n_valid, k, 
       valid = _shard_index(axes) * n_loc + jnp.arange(n_loc) < n_valid
     else:
       valid = jnp.ones((n_loc,), bool)
-    tol_abs = _data_tolerance_sharded(x, valid, n_valid, tol, axes)
+    tol_abs = _data_tolerance_sharded(x, valid if w is None else valid & (w > 0), tol, axes)
     w_seed = jnp.ones((n_loc,), jnp.float32) if w is None else w
     run = functools.partial(_lloyd_sharded, k=k, max_iter=max_iter, metric=metric,
                             empty=empty, impl=impl, precision=precision, verbose=verbose,

@@ -42,14 +42,21 @@ def _print_progress(i, inertia, shift, converged):
         f"shift {float(shift):.3g}{'  converged' if bool(converged) else ''}", flush=True)
 
 
-def _data_tolerance(x, tol):
-  """``tol`` times the mean per-feature variance of x, in float32."""
+def _data_tolerance(x, tol, weights=None):
+  """``tol`` times the mean per-feature variance of x, in float32.
+
+  Rows holding NaN/Inf are left out (as they are from the updates): one bad
+  point would otherwise make the tolerance NaN and the loop never converge.
+  Rows of weight 0 (padding of ragged batches) are left out too, so padding
+  cannot change when a member stops; positive weights do not weigh the
+  variance (scikit-learn's rule).
+  """
   if tol == 0:
     return jnp.float32(0.0)
-  # Rows holding NaN/Inf are left out (as they are from the updates): one bad
-  # point would otherwise make the tolerance NaN and the loop never converge.
   xf = x.astype(jnp.float32)
   ok = jnp.all(jnp.isfinite(xf), axis=-1, keepdims=True)
+  if weights is not None:
+    ok = ok & (weights > 0)[:, None]
   cnt = jnp.maximum(jnp.sum(ok, dtype=jnp.float32), 1.0)
   xf = jnp.where(ok, xf, 0.0)
   mean = jnp.sum(xf, axis=0) / cnt
@@ -90,7 +97,10 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
     labels, dist = assign_(c)
     sums, counts = update_mod.cluster_sums(x, labels, k, weights=weights, impl=impl)
     sums, counts, inertia = combine((sums, counts, _inertia(dist, weights)))
-    new_c = finalize(sums, counts, c, labels, dist)
+    # One materialised new_c for both the carry and the shift: under vmap XLA
+    # otherwise recomputes it in two fusions that round differently, so a
+    # fixed point shows a ~1e-14 shift and tol=0 never converges.
+    new_c = lax.optimization_barrier(finalize(sums, counts, c, labels, dist))
     shift = jnp.sum(jnp.square(new_c - c))
     converged = shift <= tol_abs
     if verbose:
@@ -112,7 +122,7 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
                      "impl", "precision", "verbose", "config"))
 def _kmeans_jit(key, x, weights, init_array, *, k, init_mode, max_iter, tol, metric,
                 n_init, empty, impl, precision, verbose, config):
-  tol_abs = _data_tolerance(x, tol)
+  tol_abs = _data_tolerance(x, tol, weights)
   run = functools.partial(_lloyd, k=k, max_iter=max_iter, metric=metric, empty=empty,
                           impl=impl, precision=precision, verbose=verbose, config=config)
 

@@ -59,20 +59,26 @@ def new_acc(cfg: Cfg, d: int, *, lloyd: bool, moments: bool) -> dict:
   return acc
 
 
-def _merge_moments(acc, xb):
-  """Chan et al.'s pairwise update of (count, mean, M2) with one chunk."""
+def _merge_moments(acc, xb, wb=None):
+  """Chan et al.'s pairwise update of (count, mean, M2) with one chunk.
+
+  Counts only finite rows of positive weight, as ``lloyd._data_tolerance``
+  does, so the tolerance matches the in-memory path."""
   xf = xb.astype(jnp.float32)
-  nb = xb.shape[0]
-  mb = jnp.mean(xf, axis=0)
-  m2b = jnp.sum(jnp.square(xf - mb), axis=0)
+  finite = jnp.all(jnp.isfinite(xf), axis=-1)
+  ok = finite if wb is None else finite & (wb > 0)
+  nb = jnp.sum(ok, dtype=jnp.float32)
+  xf = jnp.where(ok[:, None], xf, 0.0)
+  mb = jnp.sum(xf, axis=0) / jnp.maximum(nb, 1.0)
+  m2b = jnp.sum(jnp.where(ok[:, None], jnp.square(xf - mb), 0.0), axis=0)
   na = acc["mom_n"].astype(jnp.float32)
-  n = na + nb
+  n = jnp.maximum(na + nb, 1.0)
   delta = mb - acc["mom_mean"]
   out = dict(acc)
   out["mom_mean"] = acc["mom_mean"] + delta * (nb / n)
   out["mom_m2"] = acc["mom_m2"] + m2b + jnp.square(delta) * (na * nb / n)
-  out["mom_n"] = acc["mom_n"] + nb
-  out["nonfinite"] = acc["nonfinite"] + jnp.sum(~jnp.all(jnp.isfinite(xf), axis=-1))
+  out["mom_n"] = acc["mom_n"] + nb.astype(jnp.int32)
+  out["nonfinite"] = acc["nonfinite"] + jnp.sum(~finite)
   return out
 
 
@@ -124,7 +130,7 @@ def accumulate(acc: dict, c: jax.Array, xb: jax.Array, wb: jax.Array | None, cfg
     w = jnp.ones(dist.shape, jnp.float32) if wb is None else wb
     out = _merge_candidates(out, xb, labels, dist, w)
   if "mom_n" in acc:
-    out = _merge_moments(out, xb)
+    out = _merge_moments(out, xb, wb)
   return out, labels, dist
 
 

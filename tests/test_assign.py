@@ -1,0 +1,140 @@
+"""``assign`` on the XLA path (``impl="xla"``) against float64 NumPy.
+
+The Pallas kernels meet the same shared checks in test_kernels_interpret.py
+(interpret mode) and tests/gpu/ (real lowering).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax import _metric
+from flashkmeans_jax import assignment
+from tests import cases, helpers
+
+IMPL = "xla"
+
+# cases.ASSIGN_SHAPES plus a few more non-powers of two (N in {1000, 1537},
+# K in {1, 7, 100, 513}, D in {1, 3, 17, 96, 200}).
+SHAPES = sorted(set(cases.ASSIGN_SHAPES) | {(1537, 513, 3), (1000, 7, 1), (1537, 100, 200)})
+
+
+@pytest.mark.parametrize("n,k,d", SHAPES)
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("dtype", list(cases.DTYPES))
+def test_assign_matches_float64(n, k, d, metric, dtype):
+  cases.check_assign(IMPL, n, k, d, cases.DTYPES[dtype], metric, precision="highest")
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_assign_default_precision_matches_float64(metric):
+  # precision=None (JAX's default); on the CPU float32 dots are exact anyway.
+  cases.check_assign(IMPL, 1537, 100, 17, jnp.float32, metric)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_tiled_path_matches_dense_reference(metric, dtype):
+  # N=1000 in tiles of 64 (16 tiles, the last one clamped to start at 936 and
+  # overlapping its predecessor) and K=100 in tiles of 16 (7 tiles, the last
+  # starting at 84): both loops and both overlaps run.
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.normal(size=(1000, 24)), cases.DTYPES[dtype])
+  c = jnp.asarray(rng.normal(size=(100, 24)), cases.DTYPES[dtype])
+  lt, dt = assignment.assign_xla(x, c, metric=metric, precision="highest", tile_n=64,
+                                 tile_k=16)
+  lr, dr = assignment.assign_reference(x, c, metric=metric, precision="highest")
+  np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
+  np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
+  # And both against float64 on the values the dot saw.
+  xn = np.asarray(x.astype(jnp.float32))
+  cn = np.asarray(c.astype(jnp.float32))
+  tol = cases.rtol_for(cases.DTYPES[dtype], "highest")
+  helpers.assert_labels_match(xn, cn, lt, metric, rtol=tol, atol=tol, dist=dt,
+                              dist_rtol=tol, dist_atol=tol)
+
+
+@pytest.mark.parametrize("tile_n,tile_k", [(64, 16), (999, 99), (1000, 1), (1, 100),
+                                           (250, 25)])
+def test_tiled_path_any_tile_sizes(tile_n, tile_k):
+  # Exact divisors (250, 25), a tile one short of the whole (999: the second
+  # tile overlaps all but one row), single-row and single-centroid tiles.
+  rng = np.random.default_rng(12)
+  x = jnp.asarray(rng.normal(size=(1000, 5)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(100, 5)), jnp.float32)
+  lt, dt = assignment.assign_xla(x, c, precision="highest", tile_n=tile_n, tile_k=tile_k)
+  lr, dr = assignment.assign_reference(x, c, precision="highest")
+  np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
+  np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_ties_across_centroid_tiles_take_lowest_index():
+  # Centroid j and j + 50 are equal; with tile_k=16 the copies sit in
+  # different tiles (and 84..95 are visited twice by the clamped last tile):
+  # the running minimum must keep the first (lowest) index.
+  rng = np.random.default_rng(13)
+  base = rng.normal(size=(50, 6)).astype(np.float32)
+  c = jnp.asarray(np.concatenate([base, base]))
+  x = jnp.asarray(base[rng.integers(0, 50, 700)] + 0.01 * rng.normal(size=(700, 6)),
+                  jnp.float32)
+  for tile_k in (16, 30, 100):
+    labels, _ = assignment.assign_xla(x, c, precision="highest", tile_n=64, tile_k=tile_k)
+    ref, _, _ = helpers.np_assign(np.asarray(x), base, "sqeuclidean")
+    np.testing.assert_array_equal(np.asarray(labels), ref)
+
+
+def test_default_tiles_bound_the_score_tile():
+  for n, k in [(10**6, 1024), (10**7, 4096), (5000, 10**5), (300, 7), (10**6, 1)]:
+    tn, tk = assignment.xla_tiles(n, k)
+    assert 1 <= tn <= n and 1 <= tk <= k
+    assert tk <= assignment._XLA_MAX_TILE_K
+    if tn > 256:  # 256 rows is the floor
+      assert 4 * tn * tk <= assignment._XLA_TILE_BYTES
+
+
+def test_ties_lowest_index():
+  cases.check_assign_ties(IMPL)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_grad(metric):
+  cases.check_grad(IMPL, metric)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_grad_matches_autodiff_of_direct_distance(metric):
+  # The custom VJP against plain autodiff of the direct distance to the
+  # chosen (fixed) centroid, with a weighted loss.
+  rng = np.random.default_rng(14)
+  x = jnp.asarray(rng.normal(size=(200, 7)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(9, 7)), jnp.float32)
+  w = jnp.asarray(rng.random(200), jnp.float32)
+  labels = fk.assign(x, c, metric=metric, impl=IMPL, precision="highest")[0]
+
+  def loss(x, c):
+    return jnp.sum(w * fk.assign(x, c, metric=metric, impl=IMPL, precision="highest")[1])
+
+  def loss_ref(x, c):
+    return jnp.sum(w * _metric.distance_to(x, c[labels], metric))
+
+  np.testing.assert_allclose(float(loss(x, c)), float(loss_ref(x, c)), rtol=1e-5)
+  for g, gr in zip(jax.grad(loss, (0, 1))(x, c), jax.grad(loss_ref, (0, 1))(x, c)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(gr), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_jit_equals_eager(metric):
+  rng = np.random.default_rng(15)
+  x = jnp.asarray(rng.normal(size=(1537, 17)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(100, 17)), jnp.float32)
+  f = lambda x, c: fk.assign(x, c, metric=metric, impl=IMPL, precision="highest")
+  le, de = f(x, c)
+  lj, dj = jax.jit(f)(x, c)
+  np.testing.assert_array_equal(np.asarray(lj), np.asarray(le))
+  np.testing.assert_allclose(np.asarray(dj), np.asarray(de), rtol=1e-6, atol=1e-6)
+
+
+def test_vmap_equals_loop():
+  cases.check_vmap_assign(IMPL)
