@@ -1,0 +1,38 @@
+"""Out-of-core and estimator paths on the real GPU (kernels + transfers)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("method", ["auto", "device_put", "pinned_cache", "io_callback"])
+def test_streaming_equals_in_memory(method):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300_000, 64)).astype(np.float16)
+  init = x[:256].astype(np.float32)
+  mem = fk.kmeans(jax.random.key(0), jnp.asarray(x), 256, init=jnp.asarray(init), max_iter=5,
+                  tol=0.0)
+  half = x.nbytes // 2
+  st = fk.kmeans_streaming(jax.random.key(0), x, 256, init=init, max_iter=5, tol=0.0,
+                           chunk_size=40_000, device_budget_bytes=half, method=method)
+  assert float(np.mean(np.asarray(st.labels) == np.asarray(mem.labels))) > 0.999
+  np.testing.assert_allclose(np.asarray(st.centroids, np.float32),
+                             np.asarray(mem.centroids, np.float32), rtol=1e-2, atol=1e-2)
+  assert int(st.n_iter) == int(mem.n_iter) == 5
+
+
+def test_estimator_on_gpu():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(20_000, 32)).astype(np.float32)
+  km = fk.KMeans(n_clusters=50, random_state=0, max_iter=30).fit(x)
+  r = fk.kmeans(jax.random.key(0), jnp.asarray(x), 50, init=jnp.asarray(km.cluster_centers_),
+                max_iter=1)
+  assert km.labels_.shape == (20_000,) and np.isfinite(km.inertia_)
+  assert km.predict(x[:100]).shape == (100,)
+  assert km.transform(x[:10]).shape == (10, 50)
+  del r
