@@ -12,17 +12,23 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("method", ["auto", "device_put", "pinned_cache", "io_callback"])
 def test_streaming_equals_in_memory(method):
+  # Clustered data: labels are then stable under the float32 summation-order
+  # differences between chunked and in-memory sums. (On unstructured random
+  # data near-ties flip, and the GPU update's final scatter-add, which uses
+  # atomics, makes those flips vary from run to run: this test's first
+  # version failed that way for two of the four methods.)
   rng = np.random.default_rng(0)
-  x = rng.normal(size=(300_000, 64)).astype(np.float16)
+  centers = rng.normal(size=(256, 64)) * 4
+  x = (centers[rng.integers(0, 256, 300_000)] + rng.normal(size=(300_000, 64))).astype(np.float16)
   init = x[:256].astype(np.float32)
   mem = fk.kmeans(jax.random.key(0), jnp.asarray(x), 256, init=jnp.asarray(init), max_iter=5,
                   tol=0.0)
   half = x.nbytes // 2
   st = fk.kmeans_streaming(jax.random.key(0), x, 256, init=init, max_iter=5, tol=0.0,
                            chunk_size=40_000, device_budget_bytes=half, method=method)
-  assert float(np.mean(np.asarray(st.labels) == np.asarray(mem.labels))) > 0.999
+  np.testing.assert_array_equal(np.asarray(st.labels), np.asarray(mem.labels))
   np.testing.assert_allclose(np.asarray(st.centroids, np.float32),
-                             np.asarray(mem.centroids, np.float32), rtol=1e-2, atol=1e-2)
+                             np.asarray(mem.centroids, np.float32), rtol=1e-3, atol=1e-3)
   assert int(st.n_iter) == int(mem.n_iter) == 5
 
 
