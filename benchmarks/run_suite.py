@@ -1,8 +1,9 @@
 """The performance grid (GPU): ms per Lloyd iteration, side by side.
 
-    python benchmarks/run_suite.py --group single --out suite_single.json
-    python benchmarks/run_suite.py --group batched --out suite_batched.json
-    python benchmarks/report.py suite_*.json > benchmarks/RESULTS_table.md
+    python benchmarks/run_suite.py --group all --out suite.json --markdown suite.md
+
+writes the JSON after every row and, at the end, the Markdown table
+(``benchmarks/report.py`` makes the same table from any saved JSON).
 
 For every row the same data and the same initial centroids (the first K points
 of each member) go to every implementation; iterations are fixed (``tol=0``,
@@ -180,6 +181,7 @@ def main():
   ap.add_argument("--rows", default=None, help="comma list of row indices within the group")
   ap.add_argument("--out", default="suite.json")
   ap.add_argument("--reps", type=int, default=3)
+  ap.add_argument("--markdown", default=None, help="also write the Markdown table here")
   args = ap.parse_args()
   meta = _timing.versions()
   meta["ceilings"] = ceilings = _timing.measure_ceilings()
@@ -205,6 +207,11 @@ def main():
         print(json.dumps(rec), flush=True)
         with open(args.out, "w") as fh:
           json.dump(out, fh, indent=1)
+  if args.markdown:
+    from benchmarks import report
+    with open(args.markdown, "w") as fh:
+      fh.write(f"{meta['device']}, jax {meta['jax']}, {meta['date']}\n\n")
+      fh.write(report.table(out["rows"]) + "\n")
 
 
 if __name__ == "__main__":
