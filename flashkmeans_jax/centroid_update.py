@@ -92,6 +92,14 @@ def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   k = _checks.check_k(k)
   _checks.check_labels(labels, x.shape[0], k=k)
   _checks.check_weights(weights, x.shape[0])
+  return _cluster_sums(x, labels, k, weights, impl)
+
+
+def _cluster_sums(x, labels, k, weights=None, impl=None):
+  """:func:`cluster_sums` without the argument checks, for callers that have
+  checked already (the Lloyd loop, ``update``, the streaming and sharded
+  drivers): on concrete arrays the label range check is a device reduction
+  and a host sync, which has no place in a per-chunk or per-call hot path."""
   impl = _dispatch.resolve_impl(impl, x.shape[0], k)
   if impl == "xla":
     return cluster_sums_xla(x, labels, k, weights)
@@ -225,7 +233,7 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
   _checks.check_labels(labels, n, k=k)
   if dist is not None and tuple(dist.shape) != (n,):
     raise ValueError(f"dist must have shape {(n,)}, got {tuple(dist.shape)}")
-  sums, counts = cluster_sums(x, labels.astype(jnp.int32), k, weights=weights, impl=impl)
+  sums, counts = _cluster_sums(x, labels.astype(jnp.int32), k, weights, impl)
   c, counts = finalize_centroids(sums, counts, previous, metric=metric, empty=empty,
                                  x=x, labels=labels.astype(jnp.int32), dist=dist,
                                  weights=weights)

@@ -518,7 +518,7 @@ def sharded_assign(x: Any, centroids: Any, *, mesh: Mesh | None = None,
 def _sharded_update_jit(x, labels, weights, previous, dist, *, mesh, axes, k, metric, empty,
                         impl):
   def per_shard(x, labels, w, previous, dist):
-    sums, counts = update_mod.cluster_sums(x, labels, k, weights=w, impl=impl)
+    sums, counts = update_mod._cluster_sums(x, labels, k, w, impl)
     sums, counts = lax.psum((sums, counts), axes)
     return _finalize_sharded(sums, counts, previous, metric=metric, empty=empty, x=x,
                              labels=labels, dist=dist, w=w, axes=axes)

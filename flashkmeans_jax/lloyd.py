@@ -95,7 +95,7 @@ def _lloyd(x, c0, weights, tol_abs, *, k, max_iter, metric, empty, impl, precisi
   def body(state):
     i, c, _, hist = state
     labels, dist = assign_(c)
-    sums, counts = update_mod.cluster_sums(x, labels, k, weights=weights, impl=impl)
+    sums, counts = update_mod._cluster_sums(x, labels, k, weights, impl)
     sums, counts, inertia = combine((sums, counts, _inertia(dist, weights)))
     # One materialised new_c for both the carry and the shift: under vmap XLA
     # otherwise recomputes it in two fusions that round differently, so a

@@ -123,7 +123,7 @@ def accumulate(acc: dict, c: jax.Array, xb: jax.Array, wb: jax.Array | None, cfg
   out = dict(acc)
   out["inertia"] = acc["inertia"] + (jnp.sum(dist) if wb is None else jnp.sum(wb * dist))
   if "sums" in acc:
-    s, n = update_mod.cluster_sums(xb, labels, cfg.k, weights=wb, impl=cfg.impl)
+    s, n = update_mod._cluster_sums(xb, labels, cfg.k, wb, cfg.impl)
     out["sums"] = acc["sums"] + s
     out["counts"] = acc["counts"] + n
   if "cand_x" in acc:
