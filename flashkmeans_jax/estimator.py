@@ -245,25 +245,30 @@ class KMeans(*_BASES):
     return tags
 
   # ----------------------------------------------------------------- input
+  def _check_shape(self, x: Any, reset: bool) -> None:
+    """Rank, non-empty axes and (after fit) the feature count, as scikit-learn
+    words them; for inputs scikit-learn's own validation does not see."""
+    if x.ndim != 2:
+      raise ValueError(
+          f"Expected a 2D array [n_samples, n_features], got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+      raise ValueError(f"Found array with shape {tuple(x.shape)}; a minimum of 1 "
+                       "sample and 1 feature is required.")
+    if reset:
+      self.n_features_in_ = int(x.shape[1])
+    elif x.shape[1] != self.n_features_in_:
+      raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
+                       f"expecting {self.n_features_in_} features as input.")
+
   def _validate_X(self, X: Any, *, reset: bool, host: bool = False):
     """Checked data in the clustering dtype: a JAX array (or NumPy if ``host``)."""
     finite_checked = False
     if _is_jax_array(X) or (hasattr(X, "dtype") and np.dtype(X.dtype) == jnp.bfloat16):
       x = X
-      if x.ndim != 2:
-        raise ValueError(
-            f"Expected a 2D array [n_samples, n_features], got shape {tuple(x.shape)}")
-      if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"Found array with shape {tuple(x.shape)}; a minimum of 1 "
-                         "sample and 1 feature is required.")
       if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
               or x.dtype == jnp.bool_):
         raise ValueError(f"X must hold real numbers, got dtype {x.dtype}")
-      if reset:
-        self.n_features_in_ = int(x.shape[1])
-      elif x.shape[1] != self.n_features_in_:
-        raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
-                         f"expecting {self.n_features_in_} features as input.")
+      self._check_shape(x, reset)
     elif _HAVE_SKLEARN:
       x = _sk_validate_data(self, X, reset=reset, accept_sparse=False, dtype="numeric",
                             ensure_min_samples=1)
@@ -274,17 +279,7 @@ class KMeans(*_BASES):
         raise ValueError("Complex data not supported")
       if x.dtype == object:
         x = x.astype(np.float64)
-      if x.ndim != 2:
-        raise ValueError(
-            f"Expected a 2D array [n_samples, n_features], got shape {x.shape}")
-      if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"Found array with shape {x.shape}; a minimum of 1 sample "
-                         "and 1 feature is required.")
-      if reset:
-        self.n_features_in_ = int(x.shape[1])
-      elif x.shape[1] != self.n_features_in_:
-        raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
-                         f"expecting {self.n_features_in_} features as input.")
+      self._check_shape(x, reset)
     if reset:
       target = _target_dtype(np.dtype(x.dtype), self.dtype)
     else:
