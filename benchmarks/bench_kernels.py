@@ -76,7 +76,7 @@ def update_sweep(n, k, d, dtype, rows):
   for rpi, br, bd, nw in itertools.product((256, 512, 1024), (32, 64), sorted({min(dp, 64), min(dp, 128)}), (4, 8)):
     cfg = cfgmod.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
                               num_stages=2)
-    perm, start, end, cluster = jax.jit(lambda l: sorted_update.work_items(l, k, rpi))(labels)
+    perm, start, end = jax.jit(lambda l: sorted_update.work_items(l, k, rpi))(labels)[:3]
     try:
       f = jax.jit(lambda x, p, w, s, e, cfg=cfg: sorted_update.partial_sums(x, p, w, s, e, config=cfg))
       ms_kernel = _timing.time_jax(f, x, perm, w, start, end, reps=3, inner=3, warmup=1)

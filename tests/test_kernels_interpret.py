@@ -75,7 +75,12 @@ def test_update_skewed_clusters_and_empty():
 def test_work_items_partition_every_point():
   rng = np.random.default_rng(0)
   labels = jnp.asarray(np.sort(rng.integers(0, 9, 1000))[::-1].copy(), jnp.int32)
-  perm, start, end, cluster = sorted_update.work_items(labels, 9, 64)
+  wl = sorted_update.work_items(labels, 9, 64)
+  perm, start, end, cluster = wl.perm, wl.start, wl.end, wl.cluster
+  for c in range(9):  # each cluster's items are the contiguous range it reports
+    f, m = int(wl.first_item[c]), int(wl.n_items[c])
+    assert np.all(np.asarray(cluster)[f:f + m] == c)
+    assert np.all(np.asarray(end)[f:f + m] > np.asarray(start)[f:f + m])
   seen = np.zeros(1000, int)
   lab = np.asarray(labels)
   for s, e, c in zip(np.asarray(start), np.asarray(end), np.asarray(cluster)):

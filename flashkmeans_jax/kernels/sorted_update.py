@@ -5,9 +5,10 @@ hot rows), the labels are argsorted once, so the points of each cluster form
 one contiguous run of the permutation. Each run is cut into *work items* of
 at most ``rows_per_item`` points; one program reduces one item, gathering its
 rows through the permutation, into a float32 partial sum. Items never mix
-clusters, so every partial belongs to exactly one cluster and a final sorted
-``segment_sum`` over the few partials (at most ``N / rows_per_item + K``
-rows) gives the sums. No two programs write the same location, which keeps
+clusters, so every partial belongs to exactly one cluster, and the items of
+a cluster are contiguous: a second small kernel adds each cluster's partials
+(at most ``N / rows_per_item + K`` rows in all) in order. Nothing is
+accumulated with atomics, so the sums are the same on every run. No two programs write the same location, which keeps
 the kernel exact in interpret mode too, and a huge cluster is spread over
 many programs instead of serialising one.
 
@@ -17,6 +18,7 @@ Points whose row holds NaN or Inf are left out (weight 0), as in the XLA path.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,17 +86,28 @@ def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   return perm, labels[perm]
 
 
-def work_items(labels: jax.Array, k: int, rows_per_item: int):
+class WorkList(NamedTuple):
+  """The sort-inverse work list (see :func:`work_items`)."""
+  perm: jax.Array        # int32[N]: points in cluster order
+  start: jax.Array       # int32[W]: first position in perm of each item
+  end: jax.Array         # int32[W]: one past its last position (start == end: unused)
+  cluster: jax.Array     # int32[W]: cluster of each item (0 for unused items)
+  first_item: jax.Array  # int32[K]: first item of each cluster
+  n_items: jax.Array     # int32[K]: items of each cluster (0: empty cluster)
+
+
+def work_items(labels: jax.Array, k: int, rows_per_item: int) -> WorkList:
   """Permutation and work list of the sort-inverse update.
 
   Args:
     labels: ``int32[N]`` in ``[0, k)``.
 
   Returns:
-    ``perm int32[N]`` (points in cluster order), and for each of the
-    ``W = ceil(N / rows_per_item) + k`` work items: ``start``, ``end`` (a
-    half-open range of ``perm``; empty for unused items) and ``cluster``
-    (int32; unused items point at cluster 0 with an empty range).
+    a :class:`WorkList`: ``perm int32[N]`` (points in cluster order); for
+    each of the ``W = ceil(N / rows_per_item) + k`` work items ``start``,
+    ``end`` (a half-open range of ``perm``; empty for unused items) and
+    ``cluster``; for each cluster the contiguous range of its items
+    (``first_item``, ``n_items``).
   """
   n = labels.shape[0]
   perm, sorted_labels = sort_by_label(labels, k)
@@ -116,7 +129,7 @@ def work_items(labels: jax.Array, k: int, rows_per_item: int):
   end = jnp.minimum(start + rows_per_item, offsets[cl + 1])
   start = jnp.where(used, start, 0)
   end = jnp.where(used, end, 0)
-  return perm, start, end, jnp.where(used, cl, 0)
+  return WorkList(perm, start, end, jnp.where(used, cl, 0), last - chunks, chunks)
 
 
 def _sums_kernel(x_ref, perm_ref, w_ref, start_ref, end_ref, sums_ref, counts_ref, *, d,
@@ -151,6 +164,52 @@ def _sums_kernel(x_ref, perm_ref, w_ref, start_ref, end_ref, sums_ref, counts_re
   @pl.when(pl.program_id(1) == 0)
   def _():
     counts_ref[item] = jnp.sum(cnt)
+
+
+def _reduce_items_kernel(partial_ref, pcounts_ref, first_ref, n_ref, sums_ref, counts_ref, *,
+                         block_items, block_d):
+  """Sums the contiguous partials of one cluster, in item order (no atomics,
+  so the result does not depend on scheduling)."""
+  k = pl.program_id(0)
+  col0 = pl.program_id(1) * block_d
+  first = first_ref[k]
+  n = n_ref[k]
+
+  def body(s, carry):
+    acc, cnt = carry
+    rows = first + s * block_items + jnp.arange(block_items)
+    m = rows < first + n
+    acc = acc + plgpu.load(partial_ref.at[rows[:, None], col0 + jnp.arange(block_d)[None, :]],
+                           mask=m[:, None], other=0.0)
+    return acc, cnt + plgpu.load(pcounts_ref.at[rows], mask=m, other=0.0)
+
+  acc, cnt = lax.fori_loop(
+      0, (n + block_items - 1) // block_items, body,
+      (jnp.zeros((block_items, block_d), jnp.float32), jnp.zeros((block_items,), jnp.float32)))
+  plgpu.store(sums_ref.at[k, pl.ds(col0, block_d)], jnp.sum(acc, axis=0))
+
+  @pl.when(pl.program_id(1) == 0)
+  def _():
+    counts_ref[k] = jnp.sum(cnt)
+
+
+def reduce_items(partial: jax.Array, partial_counts: jax.Array, first_item: jax.Array,
+                 n_items: jax.Array, *, config: config_mod.UpdateConfig,
+                 interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Per-cluster sums ``[K, Dp]`` and counts ``[K]`` from the item partials."""
+  k = first_item.shape[0]
+  dp = partial.shape[1]
+  block_d = min(config.block_d, dp)
+  kernel = functools.partial(_reduce_items_kernel, block_items=16, block_d=block_d)
+  return pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((k, dp), jnp.float32),
+                 jax.ShapeDtypeStruct((k,), jnp.float32)),
+      grid=(k, dp // block_d),
+      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      interpret=interpret,
+      name="sorted_cluster_sums_reduce",
+  )(partial, partial_counts, first_item, n_items)
 
 
 def _finite_weights(x, weights):
@@ -206,18 +265,18 @@ def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   dp = max(16, config_mod.next_pow2(d))
   n_col_blocks = dp // min(cfg.block_d, dp)
   labels = labels.astype(jnp.int32)
-  perm, start, end, cluster = work_items(labels, k, cfg.rows_per_item)
+  wl = work_items(labels, k, cfg.rows_per_item)
   if n_col_blocks > 1:
     w = _finite_weights(x, weights)
   else:
     w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
-  partial, partial_counts = partial_sums(x, perm, w, start, end, config=cfg,
+  partial, partial_counts = partial_sums(x, wl.perm, w, wl.start, wl.end, config=cfg,
                                          interpret=interpret)
-  sums = jax.ops.segment_sum(partial[:, :d], cluster, num_segments=k,
-                             indices_are_sorted=True)
-  counts = jax.ops.segment_sum(partial_counts, cluster, num_segments=k,
-                               indices_are_sorted=True)
-  return sums, counts
+  # A second small kernel instead of a segment_sum: XLA's scatter-add on GPU
+  # uses atomics, whose order (hence float rounding) changes from run to run.
+  sums, counts = reduce_items(partial, partial_counts, wl.first_item, wl.n_items,
+                              config=cfg, interpret=interpret)
+  return sums[:, :d], counts
 
 
 def sorted_cluster_sums_reference(x, labels, k, weights=None):
