@@ -48,6 +48,53 @@ def check_assign_ties(impl):
   np.testing.assert_array_equal(np.asarray(labels), ref)
 
 
+def check_assign_config(cfg, interpret):
+  """One tiling of the FlashAssign kernel against float64: duplicate centroids
+  in the same tile (other columns) and in other tiles (same column), so both
+  tie rules of the kernel are exercised, plus a partial last row tile."""
+  from flashkmeans_jax.kernels import flash_assign
+  rng = np.random.default_rng(5)
+  base = rng.normal(size=(5, 40)).astype(np.float32)
+  # Copy i of centroid j sits at index 16*i + j (the other rows of each block
+  # of 16 are far away): with 16-wide tiles a copy is in the same column of a
+  # later tile, with wider tiles also in another column of the same tile.
+  blocks = [np.concatenate([base, rng.normal(size=(11, 40)).astype(np.float32) + 5])
+            for _ in range(6)]
+  c = np.concatenate(blocks + [rng.normal(size=(3, 40)).astype(np.float32) + 5])
+  x = np.concatenate([base[rng.integers(0, 5, 150)] + 0.05 * rng.normal(size=(150, 40)),
+                      rng.normal(size=(51, 40)) + 5]).astype(np.float32)
+  for metric in METRICS:
+    labels, dist = flash_assign.flash_assign(jnp.asarray(x), jnp.asarray(c), metric=metric,
+                                             config=cfg, interpret=interpret,
+                                             precision="highest")
+    ref, ref_dist, _ = helpers.np_assign(x, c, metric)
+    np.testing.assert_array_equal(np.asarray(labels), ref)
+    np.testing.assert_allclose(np.asarray(dist), ref_dist, rtol=1e-4, atol=1e-4)
+
+
+def check_update_config(cfg, interpret):
+  """One tiling of the sort-inverse update against float64: a cluster larger
+  than many items, empty clusters, weights and a NaN row (weight 0)."""
+  from flashkmeans_jax.kernels import sorted_update
+  rng = np.random.default_rng(6)
+  n, d, k = 2500, 40, 30
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  x[17, 3] = np.nan
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  labels[: n // 2] = 4
+  w = rng.random(n).astype(np.float32)
+  sums, counts = sorted_update.sorted_cluster_sums(jnp.asarray(x), jnp.asarray(labels), k,
+                                                   weights=jnp.asarray(w), config=cfg,
+                                                   interpret=interpret)
+  ok = np.isfinite(x).all(1)
+  wn = np.where(ok, w, 0.0).astype(np.float64)
+  ref = np.zeros((k, d))
+  np.add.at(ref, labels[ok], x[ok].astype(np.float64) * wn[ok, None])
+  np.testing.assert_allclose(np.asarray(sums), ref, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(counts), np.bincount(labels, wn, k), rtol=1e-5,
+                             atol=1e-4)
+
+
 def check_update(impl, n, k, d, dtype, weighted, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(n, d)), dtype)

@@ -41,6 +41,24 @@ def test_assign_small_tiles_and_d_tiling(cfg):
     np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [
+    config.AssignConfig(block_n=16, block_k=16, block_d=16),
+    config.AssignConfig(block_n=16, block_k=16, block_d=64, deferred_argmin=True),
+    config.AssignConfig(block_n=32, block_k=32, block_d=16, deferred_argmin=True),
+])
+def test_assign_config_ties(cfg):
+  cases.check_assign_config(cfg, interpret=True)
+
+
+@pytest.mark.parametrize("cfg", [
+    config.UpdateConfig(rows_per_item=64, block_rows=16, block_d=16),
+    config.UpdateConfig(rows_per_item=64, block_rows=64, block_d=64, fold_rows=True),
+    config.UpdateConfig(rows_per_item=128, block_rows=32, block_d=16, fold_rows=True),
+])
+def test_update_configs(cfg):
+  cases.check_update_config(cfg, interpret=True)
+
+
 def test_assign_never_picks_padded_centroid():
   # K=3 padded to a 16-wide tile: the zero padding rows would win for points
   # near the origin under "dot" and "sqeuclidean" if they were not masked.

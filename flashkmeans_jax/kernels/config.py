@@ -26,6 +26,9 @@ class AssignConfig:
       kernel loops over D inside each centroid tile (large D, bounded shared
       memory) and re-reads the point tile from L2.
     num_warps, num_stages: Triton launch parameters.
+    deferred_argmin: keep an element-wise ``[block_n, block_k]`` running
+      minimum over the centroid tiles and reduce it over the centroids once at
+      the end, instead of a min and an argmin reduction per tile.
   """
 
   block_n: int = 128
@@ -33,6 +36,7 @@ class AssignConfig:
   block_d: int = 256
   num_warps: int = 4
   num_stages: int = 2
+  deferred_argmin: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +50,9 @@ class UpdateConfig:
     block_rows: points gathered per step inside a program.
     block_d: feature columns per program (a second grid axis).
     num_warps, num_stages: Triton launch parameters.
+    fold_rows: sum the gathered rows of each step right away into a
+      ``[block_d]`` accumulator instead of keeping ``[block_rows, block_d]``
+      partials until the end (fewer registers, so larger steps fit).
   """
 
   rows_per_item: int = 256
@@ -53,6 +60,7 @@ class UpdateConfig:
   block_d: int = 128
   num_warps: int = 8
   num_stages: int = 2
+  fold_rows: bool = False
 
 
 def next_pow2(v: int) -> int:

@@ -52,7 +52,7 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
 
 
 def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, block_n,
-                         block_k, block_d, n_k_tiles, metric, precision):
+                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin):
   row0 = pl.program_id(0) * block_n
   row_mask = row0 + jnp.arange(block_n) < n
   n_d_tiles = c_ref.shape[1] // block_d
@@ -83,18 +83,41 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, 
         return acc + plgpu.dot(load_x(t), c, trans_b=True, precision=precision)
       return lax.fori_loop(0, n_d_tiles, body, jnp.zeros((block_n, block_k), jnp.float32))
 
-  def sweep(j, carry):
-    best, arg = carry
-    s = bias_ref[pl.ds(j * block_k, block_k)][None, :] - cross(j)
-    tile_best = jnp.min(s, axis=1)
-    tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32) + j * block_k
-    # Strict `<`: on equal scores the earlier tile, hence the lower index, stays.
-    better = tile_best < best
-    return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
+  def score(j):
+    return bias_ref[pl.ds(j * block_k, block_k)][None, :] - cross(j)
 
-  best, arg = lax.fori_loop(
-      0, n_k_tiles, sweep,
-      (jnp.full((block_n,), jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
+  if deferred_argmin:
+    # Element-wise running minimum over the centroid tiles: no cross-lane
+    # reduction per tile (two per tile otherwise), one at the very end, for
+    # the price of two [block_n, block_k] accumulators in registers.
+    def sweep(j, carry):
+      best, tile = carry
+      s = score(j)
+      better = s < best  # strict: in each column the earlier tile keeps a tie
+      return jnp.where(better, s, best), jnp.where(better, j, tile)
+
+    best_all, tile = lax.fori_loop(
+        0, n_k_tiles, sweep,
+        (jnp.full((block_n, block_k), jnp.inf, jnp.float32),
+         jnp.zeros((block_n, block_k), jnp.int32)))
+    best = jnp.min(best_all, axis=1)
+    index = tile * block_k + jnp.arange(block_k, dtype=jnp.int32)[None, :]
+    # Ties across columns go to the lowest centroid index, as in the eager sweep.
+    arg = jnp.min(jnp.where(best_all == best[:, None], index, jnp.iinfo(jnp.int32).max),
+                  axis=1)
+  else:
+    def sweep(j, carry):
+      best, arg = carry
+      s = score(j)
+      tile_best = jnp.min(s, axis=1)
+      tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32) + j * block_k
+      # Strict `<`: on equal scores the earlier tile, hence the lower index, stays.
+      better = tile_best < best
+      return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
+
+    best, arg = lax.fori_loop(
+        0, n_k_tiles, sweep,
+        (jnp.full((block_n,), jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
   dist = _metric.finish_distance(best, xsq, metric)
   plgpu.store(labels_ref.at[pl.ds(row0, block_n)], arg, mask=row_mask)
   plgpu.store(dist_ref.at[pl.ds(row0, block_n)], dist, mask=row_mask)
@@ -134,7 +157,8 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
 
   kernel = functools.partial(
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
-      n_k_tiles=k_pad // block_k, metric=metric, precision=precision)
+      n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
+      deferred_argmin=cfg.deferred_argmin)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),

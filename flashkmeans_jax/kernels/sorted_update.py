@@ -133,7 +133,7 @@ def work_items(labels: jax.Array, k: int, rows_per_item: int) -> WorkList:
 
 
 def _sums_kernel(x_ref, perm_ref, w_ref, start_ref, end_ref, sums_ref, counts_ref, *, d,
-                 block_rows, block_d):
+                 block_rows, block_d, fold_rows):
   item = pl.program_id(0)
   col0 = pl.program_id(1) * block_d
   cols = col0 + jnp.arange(block_d)
@@ -153,17 +153,27 @@ def _sums_kernel(x_ref, perm_ref, w_ref, start_ref, end_ref, sums_ref, counts_re
     # check sees only this program's columns, so with several column blocks
     # the count check below re-reads the whole row.
     wv = jnp.where(jnp.sum(xv * 0.0, axis=1) == 0.0, wv, 0.0)
-    return acc + jnp.where(wv[:, None] != 0.0, xv * wv[:, None], 0.0), cnt + wv
+    contrib = jnp.where(wv[:, None] != 0.0, xv * wv[:, None], 0.0)
+    if fold_rows:
+      return acc + jnp.sum(contrib, axis=0), cnt + jnp.sum(wv)
+    return acc + contrib, cnt + wv
 
   n_steps = (end - start + block_rows - 1) // block_rows
+  # fold_rows: the rows of each step are summed at once into a [block_d]
+  # accumulator, which frees the registers of a [block_rows, block_d] one, so
+  # a whole item can be gathered in one step (its loads all in flight at
+  # once) instead of a chain of dependent steps.
+  acc_shape, cnt_shape = ((block_d,), ()) if fold_rows else ((block_rows, block_d), (block_rows,))
   acc, cnt = lax.fori_loop(
       0, n_steps, body,
-      (jnp.zeros((block_rows, block_d), jnp.float32), jnp.zeros((block_rows,), jnp.float32)))
-  plgpu.store(sums_ref.at[item, pl.ds(col0, block_d)], jnp.sum(acc, axis=0))
+      (jnp.zeros(acc_shape, jnp.float32), jnp.zeros(cnt_shape, jnp.float32)))
+  if not fold_rows:
+    acc, cnt = jnp.sum(acc, axis=0), jnp.sum(cnt)
+  plgpu.store(sums_ref.at[item, pl.ds(col0, block_d)], acc)
 
   @pl.when(pl.program_id(1) == 0)
   def _():
-    counts_ref[item] = jnp.sum(cnt)
+    counts_ref[item] = cnt
 
 
 def _reduce_items_kernel(partial_ref, pcounts_ref, first_ref, n_ref, sums_ref, counts_ref, *,
@@ -229,7 +239,8 @@ def partial_sums(x: jax.Array, perm: jax.Array, w: jax.Array, start: jax.Array,
   dp = max(16, config_mod.next_pow2(d))
   block_d = min(config.block_d, dp)
   n_items = start.shape[0]
-  kernel = functools.partial(_sums_kernel, d=d, block_rows=config.block_rows, block_d=block_d)
+  kernel = functools.partial(_sums_kernel, d=d, block_rows=config.block_rows, block_d=block_d,
+                             fold_rows=config.fold_rows)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n_items, dp), jnp.float32),

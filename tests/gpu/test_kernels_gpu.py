@@ -57,6 +57,40 @@ def test_assign_configs(cfg):
   np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-3, atol=1e-2)
 
 
+@pytest.mark.parametrize("cfg", [
+    config.AssignConfig(block_n=64, block_k=16, block_d=64, num_warps=4, num_stages=2),
+    config.AssignConfig(block_n=64, block_k=16, block_d=64, num_warps=4, num_stages=2,
+                        deferred_argmin=True),
+    config.AssignConfig(block_n=128, block_k=32, block_d=32, num_warps=8, num_stages=3,
+                        deferred_argmin=True),
+])
+def test_assign_config_ties(cfg):
+  cases.check_assign_config(cfg, interpret=False)
+
+
+@pytest.mark.parametrize("cfg", [
+    config.UpdateConfig(rows_per_item=256, block_rows=32, block_d=64),
+    config.UpdateConfig(rows_per_item=256, block_rows=256, block_d=64, fold_rows=True),
+    config.UpdateConfig(rows_per_item=128, block_rows=64, block_d=64, num_warps=4,
+                        fold_rows=True),
+])
+def test_update_configs(cfg):
+  cases.check_update_config(cfg, interpret=False)
+
+
+def test_sorted_update_bit_identical_across_runs():
+  # The reduce kernel replaced XLA's scatter-add (atomics): same bits every run.
+  from flashkmeans_jax.kernels import sorted_update
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(300_000, 128)), jnp.float32)
+  labels = jnp.asarray(np.minimum(rng.geometric(0.01, 300_000), 999), jnp.int32)
+  a = sorted_update.sorted_cluster_sums(x, labels, 1000)
+  for _ in range(3):
+    b = sorted_update.sorted_cluster_sums(x, labels, 1000)
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+
+
 @pytest.mark.parametrize("n,k,d", [(1000, 7, 17), (99_999, 1000, 128), (300, 1, 200),
                                    (20_000, 64, 512)])
 @pytest.mark.parametrize("dtype", list(cases.DTYPES))

@@ -1,0 +1,212 @@
+"""Tile sweeps behind the per-GPU tables, and the update's share of an iteration (GPU).
+
+    python benchmarks/bench_tuning.py --update --share --out update.json
+    python benchmarks/bench_tuning.py --assign --peaks --out assign.json
+
+``--update``: the sort-inverse update (sort, work list, gather kernel,
+per-cluster reduce) at N=2^20, K=1024, D=128 over kernel configurations.
+``--share``: ms per Lloyd iteration (fixed iterations, ``tol=0``) and the
+update's share ``(iteration - assignment) / iteration`` for float16 and
+bfloat16, with the default update configuration and with the sweep's best.
+``--assign``: FlashAssign configurations (including ``deferred_argmin``) for
+float16 at K=8192 and K=1024 and float32 (TF32) at K=1024, N=2^20, D=128.
+``--peaks``: dense bfloat16 and TF32 matmul rates of the card.
+
+Every row is printed as a JSON line and all rows are written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from benchmarks import _timing  # noqa: E402
+import flashkmeans_jax as fk  # noqa: E402
+from flashkmeans_jax.kernels import config as cfgmod  # noqa: E402
+from flashkmeans_jax.kernels import flash_assign, sorted_update  # noqa: E402
+
+N, K, D = 1 << 20, 1024, 128
+ROWS: list[dict] = []
+
+
+def emit(rec):
+  ROWS.append(rec)
+  print(json.dumps(rec), flush=True)
+
+
+def _data(n, k, d, dtype, seed=0):
+  kx, kc, kl = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, (n, d), dtype)
+  c = jax.random.normal(kc, (k, d), dtype)
+  labels = jax.random.randint(kl, (n,), 0, k, jnp.int32)
+  return x, c, labels
+
+
+def update_configs():
+  yield cfgmod.update_config(N, K, D, jnp.bfloat16)
+  for rpi, br, bd, nw in itertools.product((128, 256, 512), (32, 64, 128, 256), (64, 128),
+                                           (4, 8)):
+    if br <= rpi:
+      yield cfgmod.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
+                                num_stages=2, fold_rows=True)
+  for br, nw in itertools.product((16, 64), (4, 8)):
+    yield cfgmod.UpdateConfig(rows_per_item=256, block_rows=br, block_d=128, num_warps=nw)
+
+
+def sweep_update(dtype=jnp.bfloat16):
+  x, _, labels = _data(N, K, D, dtype)
+  default = cfgmod.update_config(N, K, D, dtype)
+  wl = jax.jit(lambda l: sorted_update.work_items(l, K, default.rows_per_item))(labels)
+  w = jnp.ones((N,), jnp.float32)
+  pieces = {
+      "sort": (jax.jit(lambda l: sorted_update.sort_by_label(l, K)), (labels,)),
+      "work_list": (jax.jit(lambda l: sorted_update.work_items(l, K, default.rows_per_item)),
+                    (labels,)),
+      "gather_kernel": (jax.jit(lambda x, p, w, s, e: sorted_update.partial_sums(
+          x, p, w, s, e, config=default)), (x, wl.perm, w, wl.start, wl.end)),
+  }
+  part, pcnt = pieces["gather_kernel"][0](*pieces["gather_kernel"][1])
+  pieces["reduce_kernel"] = (jax.jit(lambda p, c, f, m: sorted_update.reduce_items(
+      p, c, f, m, config=default)), (part, pcnt, wl.first_item, wl.n_items))
+  pieces["segment_sum_instead"] = (jax.jit(lambda p, cl: jax.ops.segment_sum(
+      p, cl, num_segments=K, indices_are_sorted=True)), (part, wl.cluster))
+  rec = dict(kind="update_pieces", n=N, k=K, d=D, dtype=jnp.dtype(dtype).name, cfg=str(default))
+  for name, (f, args) in pieces.items():
+    rec[name + "_ms"] = _timing.time_jax(f, *args, reps=7, inner=20)
+  emit(rec)
+  results = []
+  for cfg in update_configs():
+    try:
+      f = jax.jit(lambda x, l, cfg=cfg: sorted_update.sorted_cluster_sums(x, l, K, config=cfg))
+      ms = _timing.time_jax(f, x, labels, reps=5, inner=20, warmup=1)
+    except Exception as e:  # noqa: BLE001
+      emit(dict(kind="update_sweep", cfg=str(cfg), error=repr(e)[:200]))
+      continue
+    results.append((ms, cfg))
+    emit(dict(kind="update_sweep", dtype=jnp.dtype(dtype).name, cfg=str(cfg), total_ms=ms))
+  results.sort(key=lambda t: t[0])
+  return [c for _, c in results[:3]]
+
+
+def iteration_ms(x, init, k, t1=3, t2=23, reps=5):
+  def run(t):
+    r = fk.kmeans(jax.random.key(0), x, k, init=init, max_iter=t, tol=0.0)
+    jax.block_until_ready(r.centroids)
+    assert int(r.n_iter) == t
+  run(t1), run(t2)
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter(); run(t1); a = time.perf_counter() - t0
+    t0 = time.perf_counter(); run(t2); b = time.perf_counter() - t0
+    ts.append((b - a) / (t2 - t1) * 1e3)
+  ts.sort()
+  return ts[len(ts) // 2]
+
+
+def share(update_cfgs):
+  original = cfgmod.update_config
+  for dtype in (jnp.float16, jnp.bfloat16):
+    x, c, _ = _data(N, K, D, dtype)
+    init = x[:K].astype(jnp.float32)
+    assign_ms = _timing.time_jax(jax.jit(lambda x, c: flash_assign.flash_assign(x, c)), x, c,
+                                 reps=7, inner=20)
+    for cfg in [None] + list(update_cfgs):
+      cfgmod.update_config = original if cfg is None else (lambda *a, cfg=cfg, **kw: cfg)
+      jax.clear_caches()
+      try:
+        it = iteration_ms(x, init, K)
+      finally:
+        cfgmod.update_config = original
+      emit(dict(kind="update_share", dtype=jnp.dtype(dtype).name,
+                update_cfg="default " + str(original(N, K, D, dtype)) if cfg is None else str(cfg),
+                iteration_ms=it, assign_ms=assign_ms, share=(it - assign_ms) / it))
+    jax.clear_caches()
+
+
+def assign_configs(dtype, k):
+  if jnp.dtype(dtype).itemsize == 2:
+    plain = [(128, 128), (128, 256), (256, 128), (128, 64), (64, 128)]
+    deferred = [(128, 64), (64, 128), (128, 128), (64, 64)]
+  else:
+    plain = [(256, 64), (128, 64), (64, 64), (128, 128), (64, 128), (256, 32), (128, 32)]
+    deferred = [(64, 64), (128, 64), (64, 128), (128, 32)]
+  for (bn, bk), nw, ns in itertools.product(plain, (4, 8), (2, 3, 4)):
+    if not (bn == 256 and nw == 4) and bk <= k:
+      yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=ns)
+  for (bn, bk), nw, ns in itertools.product(deferred, (4, 8), (2, 3, 4)):
+    yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=ns,
+                              deferred_argmin=True)
+
+
+def sweep_assign(dtype, n, k, d=128, configs=None):
+  x, c, _ = _data(n, k, d, dtype)
+  flops = 2.0 * n * k * d
+  default = cfgmod.assign_config(n, k, d, dtype)
+  best = []
+  for cfg in [default] + list(configs if configs is not None else assign_configs(dtype, k)):
+    t0 = time.time()
+    try:
+      f = jax.jit(lambda x, c, cfg=cfg: flash_assign.flash_assign(x, c, config=cfg))
+      ms = _timing.time_jax(f, x, c, reps=5, inner=10, warmup=1)
+    except Exception as e:  # noqa: BLE001
+      emit(dict(kind="assign_sweep", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name, cfg=str(cfg),
+                error=repr(e)[:160]))
+      continue
+    best.append((ms, cfg))
+    emit(dict(kind="assign_sweep", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name, cfg=str(cfg),
+              default=cfg is default, ms=ms, tflops=flops / ms / 1e9,
+              wall_s=round(time.time() - t0, 1)))
+  best.sort(key=lambda t: t[0])
+  emit(dict(kind="assign_best", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name,
+            best=[(ms, str(c)) for ms, c in best[:5]]))
+  return [c for _, c in best[:6]]
+
+
+def peaks():
+  n = 8192
+  out = dict(kind="peaks")
+  for name, dt in (("bf16", jnp.bfloat16), ("tf32", jnp.float32)):
+    a = jax.random.normal(jax.random.key(0), (n, n), dt)
+    b = jax.random.normal(jax.random.key(1), (n, n), dt)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.DEFAULT))
+    ms = _timing.time_jax(f, a, b, reps=5, inner=5)
+    out[name + "_matmul_tflops"] = 2 * n ** 3 / ms / 1e9
+  emit(out)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--update", action="store_true")
+  ap.add_argument("--share", action="store_true")
+  ap.add_argument("--assign", action="store_true")
+  ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
+  ap.add_argument("--peaks", action="store_true")
+  ap.add_argument("--out", default="tuning.json")
+  args = ap.parse_args()
+  emit(dict(kind="versions", **_timing.versions()))
+  try:
+    if args.peaks:
+      peaks()
+    best_update = sweep_update() if args.update else []
+    if args.share:
+      share(best_update)
+    if args.assign:
+      top = sweep_assign(jnp.float16, N, 8192)
+      sweep_assign(jnp.float16, N, K, configs=top)
+    if args.float32:
+      top = sweep_assign(jnp.float32, N, K)
+      sweep_assign(jnp.float32, 1 << 18, 8192, configs=top)
+  finally:
+    with open(args.out, "w") as f:
+      json.dump(ROWS, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
