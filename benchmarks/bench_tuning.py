@@ -95,6 +95,27 @@ def sweep_update(dtype=jnp.bfloat16):
   return [c for _, c in results[:3]]
 
 
+def sort_variants(dtype=jnp.bfloat16):
+  """Ways to put the points in cluster order, and to find each cluster's run."""
+  from jax import lax
+  _, _, labels = _data(N, K, D, dtype)
+  iota = jnp.arange(N, dtype=jnp.int32)
+  variants = {
+      "packed_u32_keys": lambda l: sorted_update.sort_by_label(l, K),
+      "argsort_stable": lambda l: jnp.argsort(l),
+      "u16_key_index_pairs": lambda l: lax.sort((l.astype(jnp.uint16), iota), num_keys=1,
+                                                is_stable=True),
+      "offsets_searchsorted": lambda l: jnp.searchsorted(
+          jnp.sort(l), jnp.arange(K + 1, dtype=l.dtype), method="scan_unrolled"),
+      "offsets_bincount_cumsum": lambda l: jnp.cumsum(jnp.bincount(l, length=K)),
+      "sort_only_for_offsets": lambda l: jnp.sort(l),
+  }
+  rec = dict(kind="sort_variants", n=N, k=K)
+  for name, f in variants.items():
+    rec[name + "_ms"] = _timing.time_jax(jax.jit(f), labels, reps=7, inner=20)
+  emit(rec)
+
+
 def iteration_ms(x, init, k, t1=3, t2=23, reps=5):
   def run(t):
     r = fk.kmeans(jax.random.key(0), x, k, init=init, max_iter=t, tol=0.0)
@@ -188,12 +209,15 @@ def main():
   ap.add_argument("--assign", action="store_true")
   ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
   ap.add_argument("--peaks", action="store_true")
+  ap.add_argument("--sort", action="store_true", help="sort and offset variants")
   ap.add_argument("--out", default="tuning.json")
   args = ap.parse_args()
   emit(dict(kind="versions", **_timing.versions()))
   try:
     if args.peaks:
       peaks()
+    if args.sort:
+      sort_variants()
     best_update = sweep_update() if args.update else []
     if args.share:
       share(best_update)
