@@ -101,10 +101,12 @@ def sort_variants(dtype=jnp.bfloat16):
   _, _, labels = _data(N, K, D, dtype)
   iota = jnp.arange(N, dtype=jnp.int32)
   variants = {
-      "packed_u32_keys": lambda l: sorted_update.sort_by_label(l, K),
+      "sort_by_label_default": lambda l: sorted_update.sort_by_label(l, K),
       "argsort_stable": lambda l: jnp.argsort(l),
       "u16_key_index_pairs": lambda l: lax.sort((l.astype(jnp.uint16), iota), num_keys=1,
                                                 is_stable=True),
+      "u8_key_index_pairs_k256": lambda l: lax.sort(((l & 255).astype(jnp.uint8), iota),
+                                                    num_keys=1, is_stable=True),
       "offsets_searchsorted": lambda l: jnp.searchsorted(
           jnp.sort(l), jnp.arange(K + 1, dtype=l.dtype), method="scan_unrolled"),
       "offsets_bincount_cumsum": lambda l: jnp.cumsum(jnp.bincount(l, length=K)),

@@ -1,6 +1,7 @@
 """The Pallas kernels in interpret mode on the CPU (the GPU lowering's own rules
 are checked by tests/gpu/)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -107,6 +108,37 @@ def test_work_items_partition_every_point():
     seen[idx] += 1
     assert np.all(lab[idx] == c)
   np.testing.assert_array_equal(seen, 1)
+
+
+@pytest.mark.parametrize("n,k", [
+    (1000, 5),        # 8-bit keys
+    (3000, 300),      # 16-bit keys
+    (20_000, 70_000), # packed 32-bit keys: 15 + 17 bits
+    (40_000, 70_000), # 16 + 17 bits > 32: argsort
+])
+def test_sort_by_label_is_a_stable_sort(n, k):
+  rng = np.random.default_rng(n)
+  labels = rng.integers(0, min(k, 50), n).astype(np.int32) * (k // min(k, 50))
+  perm, sorted_labels = sorted_update.sort_by_label(jnp.asarray(labels), k)
+  expect = np.argsort(labels, kind="stable")
+  np.testing.assert_array_equal(np.asarray(perm), expect)
+  np.testing.assert_array_equal(np.asarray(sorted_labels), labels[expect])
+  assert perm.dtype == jnp.int32 and sorted_labels.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("b,n,k", [(5, 1000, 300), (3, 40_000, 70_000)])
+def test_sort_by_label_under_vmap(b, n, k):
+  # (5, 1000, 300): one flat sort of member|label|index keys; (3, 40000,
+  # 70000): too wide for 32 bits, sorted member by member.
+  rng = np.random.default_rng(b)
+  labels = rng.integers(0, k, (b, n)).astype(np.int32)
+  labels[:, : n // 3] = k - 1  # a big cluster in every member
+  perm, sorted_labels = jax.vmap(lambda l: sorted_update.sort_by_label(l, k))(
+      jnp.asarray(labels))
+  for i in range(b):
+    expect = np.argsort(labels[i], kind="stable")
+    np.testing.assert_array_equal(np.asarray(perm[i]), expect)
+    np.testing.assert_array_equal(np.asarray(sorted_labels[i]), labels[i][expect])
 
 
 def test_update_skips_non_finite_rows():

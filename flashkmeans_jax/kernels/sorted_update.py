@@ -33,57 +33,91 @@ __all__ = ["sorted_cluster_sums", "work_items", "sort_by_label", "partial_sums",
            "sorted_cluster_sums_reference"]
 
 
-@functools.lru_cache(maxsize=None)
-def _key_sorter(key_bits: int):
-  """``jnp.sort`` of packed uint32 keys whose batching stays one flat sort.
+def _bits(v: int) -> int:
+  return max(1, (int(v) - 1).bit_length())
 
-  Under ``vmap`` a plain ``jnp.sort`` becomes a batched (segmented) sort,
-  which XLA runs as a comparison network, several times slower than the
-  one-dimensional radix sort. When the member index also fits in the spare
-  high bits, the batch is sorted as one flat array instead: members never mix
-  (the member index is the most significant part of the key) and each
-  member's keys come back in its own row.
+
+def _narrow_key_dtype(k: int):
+  """Narrowest unsigned dtype that holds a label below ``k`` (None: >16 bits)."""
+  if k <= 1 << 8:
+    return jnp.uint8
+  if k <= 1 << 16:
+    return jnp.uint16
+  return None
+
+
+def _sort_one(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """``(perm, labels[perm])`` for one ``int32[N]`` label vector, stable.
+
+  Up to 2^16 clusters the labels are narrowed to 8 or 16 bits and sorted
+  together with their indices: a radix sort needs one pass per key byte, so
+  this runs 1-2 passes instead of the 4 of a 32-bit key (measured on an H200
+  at N=2^20, K=1024: 0.069 ms against 0.091 ms for the packed 32-bit keys
+  below and 0.120 ms for ``argsort``). Otherwise ``label << bits(N) | index``
+  is sorted as one 32-bit key when it fits, else ``argsort``.
   """
-  # NumPy, not jnp: this runs once per key width, possibly inside a trace,
-  # and a jnp constant made there would be a tracer captured by the cache.
-  mask = np.uint32((1 << key_bits) - 1 if key_bits < 32 else 0xFFFFFFFF)
+  n = labels.shape[-1]
+  narrow = _narrow_key_dtype(k)
+  if narrow is not None:
+    keys, perm = lax.sort((labels.astype(narrow), jnp.arange(n, dtype=jnp.int32)),
+                          num_keys=1, is_stable=True)
+    return perm, keys.astype(jnp.int32)
+  shift = _bits(n)
+  if shift + _bits(k) <= 32:
+    keys = jnp.sort((labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32))
+    return ((keys & np.uint32((1 << shift) - 1)).astype(jnp.int32),
+            (keys >> shift).astype(jnp.int32))
+  perm = jnp.argsort(labels).astype(jnp.int32)
+  return perm, labels[perm]
+
+
+@functools.lru_cache(maxsize=None)
+def _label_sorter(k: int):
+  """:func:`_sort_one` whose batching stays one flat sort.
+
+  Under ``vmap`` a plain sort becomes a batched (segmented) sort, which XLA
+  runs as a comparison network, several times slower than a one-dimensional
+  radix sort. When ``member | label | index`` fits in 32 bits the batch is
+  sorted as one flat array of such keys instead: members never mix (the
+  member index is the most significant part) and each member's points come
+  back in its own row, in the same stable order as :func:`_sort_one`.
+  """
 
   @jax.custom_batching.custom_vmap
-  def sort_keys(keys):
-    return jnp.sort(keys)
+  def sort_labels(labels):
+    return _sort_one(labels, k)
 
-  @sort_keys.def_vmap
-  def _sort_keys_batched(axis_size, in_batched, keys):
+  @sort_labels.def_vmap
+  def _sort_labels_batched(axis_size, in_batched, labels):
     if not in_batched[0]:
-      return sort_keys(keys), False
-    member_bits = max(1, (axis_size - 1).bit_length())
-    if key_bits + member_bits > 32:
-      return jnp.sort(keys, axis=-1), True
+      return sort_labels(labels), (False, False)
+    n = labels.shape[-1]
+    shift, kbits = _bits(n), _bits(k)
+    if shift + kbits + _bits(axis_size) > 32:
+      return jax.vmap(lambda l: _sort_one(l, k))(labels), (True, True)
     member = jnp.arange(axis_size, dtype=jnp.uint32).reshape(
-        (axis_size,) + (1,) * (keys.ndim - 1)) << key_bits
-    flat = jnp.sort((keys | member).reshape(-1)).reshape(keys.shape)
-    return flat & mask, True
+        (axis_size,) + (1,) * (labels.ndim - 1)) << (shift + kbits)
+    keys = member | (labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32)
+    keys = jnp.sort(keys.reshape(-1)).reshape(labels.shape)
+    perm = (keys & np.uint32((1 << shift) - 1)).astype(jnp.int32)
+    sorted_labels = ((keys >> shift) & np.uint32((1 << kbits) - 1)).astype(jnp.int32)
+    return (perm, sorted_labels), (True, True)
 
-  return sort_keys
+  return sort_labels
 
 
 def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """``(perm, labels[perm])``: the points in cluster order.
+  """``(perm, labels[perm])``: the points in cluster order (stable: within a
+  cluster, points keep their index order).
 
-  When ``label`` and ``index`` fit together in 32 bits the permutation comes
-  from one keys-only sort of ``label << bits(N) | index`` (a single radix sort
-  on GPU, several times faster than sorting (key, index) pairs); otherwise it
-  is ``jnp.argsort(labels)``. Both give the same, stable order.
+  Args:
+    labels: ``int32[N]`` in ``[0, k)``.
+    k: number of clusters.
+
+  Returns:
+    ``perm int32[N]`` and the sorted labels ``int32[N]``.
   """
-  n = labels.shape[0]
-  shift = max(1, (n - 1).bit_length())
-  if shift + max(1, (k - 1).bit_length()) <= 32:
-    keys = (labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32)
-    keys = _key_sorter(shift + max(1, (k - 1).bit_length()))(keys)
-    perm = (keys & jnp.uint32((1 << shift) - 1)).astype(jnp.int32)
-    return perm, (keys >> shift).astype(jnp.int32)
-  perm = jnp.argsort(labels).astype(jnp.int32)
-  return perm, labels[perm]
+  return _label_sorter(int(k))(labels.astype(jnp.int32))
 
 
 class WorkList(NamedTuple):
