@@ -192,6 +192,15 @@ def sweep_assign(dtype, n, k, d=128, configs=None):
   return [c for _, c in best[:6]]
 
 
+def stage1_configs(dtype):
+  """Unpipelined loops (num_stages=1), which the sweeps above leave out."""
+  tiles = ([(128, 64), (128, 128), (256, 64), (64, 64), (64, 128)]
+           if jnp.dtype(dtype).itemsize == 4 else [(128, 128), (128, 64), (256, 128), (64, 128)])
+  for (bn, bk), nw in itertools.product(tiles, (4, 8)):
+    if not (bn == 256 and nw == 4):
+      yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=1)
+
+
 def peaks():
   n = 8192
   out = dict(kind="peaks")
@@ -211,6 +220,7 @@ def main():
   ap.add_argument("--assign", action="store_true")
   ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
   ap.add_argument("--peaks", action="store_true")
+  ap.add_argument("--stage1", action="store_true", help="num_stages=1 assign configs")
   ap.add_argument("--sort", action="store_true", help="sort and offset variants")
   ap.add_argument("--out", default="tuning.json")
   args = ap.parse_args()
@@ -229,6 +239,10 @@ def main():
     if args.float32:
       top = sweep_assign(jnp.float32, N, K)
       sweep_assign(jnp.float32, 1 << 18, 8192, configs=top)
+    if args.stage1:
+      for dtype, n, k in ((jnp.float32, N, K), (jnp.float32, 1 << 18, 8192),
+                          (jnp.float16, N, 8192), (jnp.bfloat16, N, K)):
+        sweep_assign(dtype, n, k, configs=list(stage1_configs(dtype)))
   finally:
     with open(args.out, "w") as f:
       json.dump(ROWS, f, indent=1)
