@@ -100,14 +100,16 @@ def assign_config(n: int, k: int, d: int, dtype, *, exact_f32: bool = False,
                         num_warps=4, num_stages=2)
   if not _is_16bit(dtype):
     # float32 operands: twice the bytes per element of the 16-bit tiles.
-    # Swept at D=128 on an H200 (TF32: 1.76 ms against 2.49 ms for 128x64,
-    # 4 warps, at N=2^20, K=1024); the 3-pass dot keeps three operand copies
-    # per tile, so its centroid tile is halved.
+    # Swept at D=128 on an H200 (bench_tuning.py --float32 --stage1): TF32
+    # runs fastest unpipelined (num_stages=1): 1.52 ms at N=2^20, K=1024 and
+    # 2.83 ms at N=2^18, K=8192, against 1.65 / 3.01 ms for the best
+    # pipelined tiles (256x64, 8 warps, 3 stages). The 3-pass dot keeps three
+    # operand copies per tile, so its centroid tile is halved.
     if exact_f32:
       return AssignConfig(block_n=128, block_k=32, block_d=min(dp, 128), num_warps=4,
                           num_stages=2)
     if dp <= 128:
-      return AssignConfig(block_n=256, block_k=64, block_d=dp, num_warps=8, num_stages=3)
+      return AssignConfig(block_n=128, block_k=64, block_d=dp, num_warps=4, num_stages=1)
     return AssignConfig(block_n=64, block_k=64, block_d=128, num_warps=4, num_stages=2)
   # 16-bit operands, from the sweeps on an H200 (benchmarks/NOTES.md): the
   # point tile stays in registers up to D=256; beyond that D is tiled by 128
