@@ -27,8 +27,10 @@ def main():
   args = ap.parse_args()
   rows = []
   for dtype in ("float16", "bfloat16"):
+    # (Small N with large K reaches a fixed point within the timed iterations,
+    # which the fixed-iteration method refuses, so K stays small here.)
     for b, n, k in ((1, 16384, 100), (8, 16384, 100), (32, 16384, 100), (128, 16384, 100),
-                    (32, 4096, 1000), (1, 65536, 32)):
+                    (1, 65536, 32)):
       x = jax.random.normal(jax.random.key(1), (b, n, 128), jnp.dtype(dtype))
       c = x[:, :k, :]
       rec = dict(B=b, N=n, K=k, D=128, dtype=dtype)
@@ -37,8 +39,8 @@ def main():
       rec["pallas_over_xla"] = rec["pallas_ms"] / rec["xla_ms"]
       print(json.dumps(rec), flush=True)
       rows.append(rec)
-  with open(args.out, "w") as f:
-    json.dump(rows, f, indent=1)
+      with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":
