@@ -16,6 +16,7 @@ differentiable.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -150,7 +151,9 @@ def _normalise_args(x, k, init, max_iter, tol, metric, weights, n_init, empty, i
   n_init = _checks.check_positive_int(n_init, "n_init")
   tol = _checks.check_tol(tol)
   empty = _checks.check_empty(empty)
-  impl = _dispatch.resolve_impl(impl, n, k)
+  # Every member and restart runs in the same launches, so the work that
+  # decides between XLA and the kernels is the whole batch's.
+  impl = _dispatch.resolve_impl(impl, n, k, batch=math.prod(batch) * n_init)
   precision = _dispatch.resolve_precision(precision)
   _checks.check_weights(weights, n, batch, require_positive=True)
   if isinstance(init, str):
