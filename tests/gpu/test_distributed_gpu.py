@@ -31,7 +31,10 @@ def test_sharded_equals_single_device(dtype):
   np.testing.assert_array_equal(np.asarray(res.labels), np.asarray(ref.labels))
   np.testing.assert_allclose(np.asarray(res.centroids, np.float32),
                              np.asarray(ref.centroids, np.float32), rtol=1e-3, atol=1e-3)
-  np.testing.assert_allclose(float(res.inertia), float(ref.inertia), rtol=1e-4)
+  # float32 runs TF32 dots on the GPU (10-bit mantissa): centroids that
+  # differ in their last float32 bits round differently to TF32, which moves
+  # the inertia by ~1e-4 (measured 1.1e-4 on 4 H200s).
+  np.testing.assert_allclose(float(res.inertia), float(ref.inertia), rtol=1e-3)
 
 
 def test_sharded_kmeanspp_runs_on_every_device():
