@@ -14,7 +14,8 @@ timing is the median of several runs after a warm-up.
 
 Implementations: this library's default (``impl=None``: the Pallas kernels on
 GPU), its XLA path, the official flash-kmeans ``batch_kmeans_Euclid`` and, for
-B=1, fast_pytorch_kmeans, when importable.
+B=1, fast_pytorch_kmeans and fastkmeans, when importable (a failure is
+recorded in the row, never fatal).
 """
 
 from __future__ import annotations
@@ -119,6 +120,27 @@ def fast_pytorch(x_t, c_t, k):
   return run
 
 
+def fastkmeans_runner(x_np, k):
+  """fastkmeans' ``FastKMeans.train`` on host NumPy data (its design: it keeps
+  the points on the host and moves them in chunks every iteration; it draws
+  its own random initial centroids, so only the per-iteration time compares).
+  Keywords are passed only if its signature has them."""
+  import inspect
+
+  import torch
+  from fastkmeans import FastKMeans
+  params = inspect.signature(FastKMeans).parameters
+  wanted = dict(d=x_np.shape[1], k=k, tol=-1.0, gpu=True, seed=0,
+                max_points_per_centroid=1 << 40, verbose=False)
+  kwargs = {key: v for key, v in wanted.items() if key in params}
+
+  def run(iters):
+    km = FastKMeans(niter=iters, **kwargs)
+    km.train(x_np)
+    torch.cuda.synchronize()
+  return run
+
+
 def row(b, n, k, d, dtype_name, ceilings, skip_xla=False, reps=3):
   dtype = jnp.dtype(dtype_name)
   x = jax.random.normal(jax.random.key(1), (b, n, d), dtype)
@@ -162,6 +184,11 @@ def row(b, n, k, d, dtype_name, ceilings, skip_xla=False, reps=3):
         rec["fast_pytorch_ms"] = per_iter_ms(fast_pytorch(xt, ct, k), t1, t2, reps)
       except Exception as e:  # noqa: BLE001
         rec["fast_pytorch_error"] = repr(e)[:200]
+    if b == 1 and dtype_name in ("float16", "float32") and k * n <= (1 << 31):
+      try:  # NumPy has no bfloat16
+        rec["fastkmeans_ms"] = per_iter_ms(fastkmeans_runner(np.asarray(x[0]), k), t1, t2, reps)
+      except Exception as e:  # noqa: BLE001
+        rec["fastkmeans_error"] = repr(e)[:200]
     del xt, ct
     torch.cuda.empty_cache()
   except Exception as e:  # noqa: BLE001
@@ -181,7 +208,10 @@ def main():
   ap.add_argument("--rows", default=None, help="comma list of row indices within the group")
   ap.add_argument("--out", default="suite.json")
   ap.add_argument("--reps", type=int, default=3)
-  ap.add_argument("--markdown", default=None, help="also write the Markdown table here")
+  ap.add_argument("--markdown", default=None,
+                  help="also write the Markdown table here; a file holding the markers "
+                       "of benchmarks/report.py (such as benchmarks/RESULTS.md) gets the "
+                       "table between them")
   args = ap.parse_args()
   meta = _timing.versions()
   meta["ceilings"] = ceilings = _timing.measure_ceilings()
@@ -209,9 +239,7 @@ def main():
           json.dump(out, fh, indent=1)
   if args.markdown:
     from benchmarks import report
-    with open(args.markdown, "w") as fh:
-      fh.write(f"{meta['device']}, jax {meta['jax']}, {meta['date']}\n\n")
-      fh.write(report.table(out["rows"]) + "\n")
+    report.write_markdown(args.markdown, [(args.out, out)], section=args.group)
 
 
 if __name__ == "__main__":
