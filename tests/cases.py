@@ -95,6 +95,22 @@ def check_update_config(cfg, interpret):
                              atol=1e-4)
 
 
+def check_stable_label_sort(labels, k):
+  """``sort_by_label`` against NumPy's stable argsort, for ``labels [N]``, or
+  under ``vmap`` for ``labels [B, N]``."""
+  from flashkmeans_jax.kernels import sorted_update
+  labels = np.asarray(labels, np.int32)
+  sort = lambda l: sorted_update.sort_by_label(l, k)  # noqa: E731
+  perm, sorted_labels = (sort if labels.ndim == 1 else jax.vmap(sort))(jnp.asarray(labels))
+  assert perm.dtype == jnp.int32 and sorted_labels.dtype == jnp.int32
+  for row, p, sl in zip(labels.reshape(-1, labels.shape[-1]),
+                        np.asarray(perm).reshape(-1, labels.shape[-1]),
+                        np.asarray(sorted_labels).reshape(-1, labels.shape[-1])):
+    expect = np.argsort(row, kind="stable")
+    np.testing.assert_array_equal(p, expect)
+    np.testing.assert_array_equal(sl, row[expect])
+
+
 def check_update(impl, n, k, d, dtype, weighted, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(n, d)), dtype)

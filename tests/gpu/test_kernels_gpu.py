@@ -82,19 +82,12 @@ def test_update_configs(cfg):
 def test_sort_by_label_stable_on_gpu(k):
   # 8-bit, 16-bit and packed 32-bit keys through XLA's GPU sort, alone and
   # batched (one flat sort of member|label|index keys).
-  from flashkmeans_jax.kernels import sorted_update
   rng = np.random.default_rng(k)
   n = 1 << 14 if k > 1 << 16 else 1 << 20
   labels = rng.integers(0, k, (3, n)).astype(np.int32)
   labels[:, : n // 4] = k // 2
-  perm, sl = sorted_update.sort_by_label(jnp.asarray(labels[0]), k)
-  expect = np.argsort(labels[0], kind="stable")
-  np.testing.assert_array_equal(np.asarray(perm), expect)
-  np.testing.assert_array_equal(np.asarray(sl), labels[0][expect])
-  perm, sl = jax.vmap(lambda l: sorted_update.sort_by_label(l, k))(jnp.asarray(labels))
-  for i in range(3):
-    expect = np.argsort(labels[i], kind="stable")
-    np.testing.assert_array_equal(np.asarray(perm[i]), expect)
+  cases.check_stable_label_sort(labels[0], k)
+  cases.check_stable_label_sort(labels, k)
 
 
 def test_sorted_update_bit_identical_across_runs():
