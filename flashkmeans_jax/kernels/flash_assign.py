@@ -52,7 +52,8 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
 
 
 def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, block_n,
-                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin):
+                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin,
+                         argmin_via_min):
   row0 = pl.program_id(0) * block_n
   row_mask = row0 + jnp.arange(block_n) < n
   n_d_tiles = c_ref.shape[1] // block_d
@@ -110,7 +111,14 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, 
       best, arg = carry
       s = score(j)
       tile_best = jnp.min(s, axis=1)
-      tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32) + j * block_k
+      if argmin_via_min:
+        # A row whose minimum is NaN never wins (`better` below is False), so
+        # the sentinel `block_k` of an all-unequal row is never used.
+        cols = jnp.arange(block_k, dtype=jnp.int32)[None, :]
+        tile_arg = jnp.min(jnp.where(s == tile_best[:, None], cols, block_k), axis=1)
+      else:
+        tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32)
+      tile_arg = tile_arg + j * block_k
       # Strict `<`: on equal scores the earlier tile, hence the lower index, stays.
       better = tile_best < best
       return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
@@ -158,7 +166,7 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   kernel = functools.partial(
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
       n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
-      deferred_argmin=cfg.deferred_argmin)
+      deferred_argmin=cfg.deferred_argmin, argmin_via_min=cfg.argmin_via_min)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),
