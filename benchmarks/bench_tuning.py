@@ -10,8 +10,9 @@ update's share ``(iteration - assignment) / iteration`` for float16 and
 bfloat16, with the default update configuration and with the sweep's best.
 ``--assign``: FlashAssign configurations (including ``deferred_argmin``) for
 float16 at K=8192 and K=1024 and float32 (TF32) at K=1024, N=2^20, D=128.
-``--argmin``: the default tiles with and without ``argmin_via_min`` (and a
-few tiles with it) for float16, bfloat16 and float32; labels must match.
+``--variant FIELD``: the default tiles with and without a boolean
+``AssignConfig`` field (and a few tiles with it) for float16, bfloat16 and
+float32; labels must match.
 ``--peaks``: dense bfloat16 and TF32 matmul rates of the card.
 
 Every row is printed as a JSON line and all rows are written to ``--out``.
@@ -203,9 +204,9 @@ def stage1_configs(dtype):
       yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=1)
 
 
-def argmin_variants():
-  """The default tiles with and without ``argmin_via_min``, plus a few tiles
-  with it, at the sizes the defaults were chosen on; labels must match."""
+def assign_variant(field):
+  """The default tiles with and without the boolean ``field``, plus a few
+  tiles with it, at the sizes the defaults were chosen on; labels must match."""
   import dataclasses
   cases = ((jnp.float16, N, 8192), (jnp.float16, 1 << 22, 8192), (jnp.float16, N, K),
            (jnp.bfloat16, N, K), (jnp.float32, 1 << 18, 8192), (jnp.float32, N, K))
@@ -214,14 +215,14 @@ def argmin_variants():
     tiles = ([(128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2), (256, 128, 8, 2),
               (128, 256, 8, 2)] if jnp.dtype(dtype).itemsize == 2 else
              [(128, 64, 4, 1), (128, 128, 8, 1), (256, 64, 8, 1), (128, 128, 4, 1)])
-    configs = [dataclasses.replace(base, argmin_via_min=True)] + [
+    configs = [dataclasses.replace(base, **{field: True})] + [
         cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=ns,
-                            argmin_via_min=True) for bn, bk, nw, ns in tiles]
+                            **{field: True}) for bn, bk, nw, ns in tiles]
     sweep_assign(dtype, n, k, configs=configs)
     x, c, _ = _data(n, k, D, dtype)
     ref = flash_assign.flash_assign(x, c, config=base)[0]
     got = flash_assign.flash_assign(x, c, config=configs[0])[0]
-    emit(dict(kind="argmin_labels_equal", n=n, k=k, dtype=jnp.dtype(dtype).name,
+    emit(dict(kind="variant_labels_equal", field=field, n=n, k=k, dtype=jnp.dtype(dtype).name,
               mismatches=int((ref != got).sum())))
 
 
@@ -246,7 +247,8 @@ def main():
   ap.add_argument("--peaks", action="store_true")
   ap.add_argument("--stage1", action="store_true", help="num_stages=1 assign configs")
   ap.add_argument("--sort", action="store_true", help="sort and offset variants")
-  ap.add_argument("--argmin", action="store_true", help="argmin_via_min against the default")
+  ap.add_argument("--variant", default=None,
+                  help="boolean AssignConfig field to compare with the default tiles")
   ap.add_argument("--out", default="tuning.json")
   args = ap.parse_args()
   emit(dict(kind="versions", **_timing.versions()))
@@ -255,8 +257,8 @@ def main():
       peaks()
     if args.sort:
       sort_variants()
-    if args.argmin:
-      argmin_variants()
+    if args.variant:
+      assign_variant(args.variant)
     best_update = sweep_update() if args.update else []
     if args.share:
       share(best_update)

@@ -29,11 +29,10 @@ class AssignConfig:
     deferred_argmin: keep an element-wise ``[block_n, block_k]`` running
       minimum over the centroid tiles and reduce it over the centroids once at
       the end, instead of a min and an argmin reduction per tile.
-    argmin_via_min: per tile, reduce the scores to each row's minimum, then
-      reduce ``where(score == minimum, column, block_k)`` to the lowest column
-      holding it: two one-value reductions (about 4 operations per score)
-      instead of a minimum plus a value-and-index argmin reduction (about 7).
-      Same labels, ties included.
+    bias_in_acc: maximise ``x . c - bias`` written as ``(-bias) + dot``, which
+      Triton folds into the dot's accumulator initialisation (one operation
+      fewer per score than ``bias - dot``). Same labels; the bias enters the
+      float32 sum first instead of last. Ignored with ``deferred_argmin``.
   """
 
   block_n: int = 128
@@ -42,7 +41,7 @@ class AssignConfig:
   num_warps: int = 4
   num_stages: int = 2
   deferred_argmin: bool = False
-  argmin_via_min: bool = False
+  bias_in_acc: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
