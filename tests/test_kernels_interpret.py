@@ -46,8 +46,6 @@ def test_assign_small_tiles_and_d_tiling(cfg):
     config.AssignConfig(block_n=16, block_k=16, block_d=16),
     config.AssignConfig(block_n=16, block_k=16, block_d=64, deferred_argmin=True),
     config.AssignConfig(block_n=32, block_k=32, block_d=16, deferred_argmin=True),
-    config.AssignConfig(block_n=16, block_k=16, block_d=64, bias_in_acc=True),
-    config.AssignConfig(block_n=32, block_k=32, block_d=16, bias_in_acc=True),
 ])
 def test_assign_config_ties(cfg):
   cases.check_assign_config(cfg, interpret=True)

@@ -29,10 +29,6 @@ class AssignConfig:
     deferred_argmin: keep an element-wise ``[block_n, block_k]`` running
       minimum over the centroid tiles and reduce it over the centroids once at
       the end, instead of a min and an argmin reduction per tile.
-    bias_in_acc: maximise ``x . c - bias`` written as ``(-bias) + dot``, which
-      Triton folds into the dot's accumulator initialisation (one operation
-      fewer per score than ``bias - dot``). Same labels; the bias enters the
-      float32 sum first instead of last. Ignored with ``deferred_argmin``.
   """
 
   block_n: int = 128
@@ -41,7 +37,6 @@ class AssignConfig:
   num_warps: int = 4
   num_stages: int = 2
   deferred_argmin: bool = False
-  bias_in_acc: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,8 +52,7 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
 
 
 def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, block_n,
-                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin,
-                         bias_in_acc):
+                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin):
   row0 = pl.program_id(0) * block_n
   row_mask = row0 + jnp.arange(block_n) < n
   n_d_tiles = c_ref.shape[1] // block_d
@@ -71,30 +70,21 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, 
     x_tile = load_x(0)  # stays on chip for the whole centroid sweep
     xsq = sqnorm(x_tile)
 
-    def cross(j, acc=None):
+    def cross(j):
       c = c_ref[pl.ds(j * block_k, block_k), :]
-      prod = plgpu.dot(x_tile, c, trans_b=True, precision=precision)
-      return prod if acc is None else acc + prod
+      return plgpu.dot(x_tile, c, trans_b=True, precision=precision)
   else:
     xsq = lax.fori_loop(0, n_d_tiles, lambda t, acc: acc + sqnorm(load_x(t)),
                         jnp.zeros((block_n,), jnp.float32))
 
-    def cross(j, acc=None):
+    def cross(j):
       def body(t, acc):
         c = c_ref[pl.ds(j * block_k, block_k), pl.ds(t * block_d, block_d)]
         return acc + plgpu.dot(load_x(t), c, trans_b=True, precision=precision)
-      if acc is None:
-        acc = jnp.zeros((block_n, block_k), jnp.float32)
-      return lax.fori_loop(0, n_d_tiles, body, acc)
-
-  def bias_tile(j):
-    return bias_ref[pl.ds(j * block_k, block_k)][None, :]
+      return lax.fori_loop(0, n_d_tiles, body, jnp.zeros((block_n, block_k), jnp.float32))
 
   def score(j):
-    return bias_tile(j) - cross(j)
-
-  def gain(j):  # bias_ref holds -bias here
-    return cross(j, jnp.broadcast_to(bias_tile(j), (block_n, block_k)))
+    return bias_ref[pl.ds(j * block_k, block_k)][None, :] - cross(j)
 
   if deferred_argmin:
     # Element-wise running minimum over the centroid tiles: no cross-lane
@@ -115,23 +105,6 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, 
     # Ties across columns go to the lowest centroid index, as in the eager sweep.
     arg = jnp.min(jnp.where(best_all == best[:, None], index, jnp.iinfo(jnp.int32).max),
                   axis=1)
-  elif bias_in_acc:
-    # The kernel received -bias: maximise gain = x . c - bias = -score. Written
-    # as `(-bias) + dot`, Triton folds the bias into the dot's accumulator
-    # initialisation, which saves one operation per score.
-    def sweep(j, carry):
-      best, arg = carry
-      g = gain(j)
-      tile_best = jnp.max(g, axis=1)
-      tile_arg = jnp.argmax(g, axis=1).astype(jnp.int32) + j * block_k
-      # Strict `>`: on equal gains the earlier tile, hence the lower index, stays.
-      better = tile_best > best
-      return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
-
-    neg_best, arg = lax.fori_loop(
-        0, n_k_tiles, sweep,
-        (jnp.full((block_n,), -jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
-    best = -neg_best
   else:
     def sweep(j, carry):
       best, arg = carry
@@ -181,13 +154,11 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
   c = jnp.pad(c, ((0, k_pad - k), (0, dp - d)))
   bias = jnp.pad(bias, (0, k_pad - k), constant_values=jnp.inf)
-  if cfg.bias_in_acc and not cfg.deferred_argmin:
-    bias = -bias
 
   kernel = functools.partial(
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
       n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
-      deferred_argmin=cfg.deferred_argmin, bias_in_acc=cfg.bias_in_acc)
+      deferred_argmin=cfg.deferred_argmin)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),

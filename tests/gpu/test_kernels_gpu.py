@@ -63,10 +63,6 @@ def test_assign_configs(cfg):
                         deferred_argmin=True),
     config.AssignConfig(block_n=128, block_k=32, block_d=32, num_warps=8, num_stages=3,
                         deferred_argmin=True),
-    config.AssignConfig(block_n=64, block_k=16, block_d=64, num_warps=4, num_stages=2,
-                        bias_in_acc=True),
-    config.AssignConfig(block_n=128, block_k=128, block_d=64, num_warps=4, num_stages=2,
-                        bias_in_acc=True),
 ])
 def test_assign_config_ties(cfg):
   cases.check_assign_config(cfg, interpret=False)
