@@ -236,15 +236,6 @@ def _step_emit(acc, c, xb, wb, *, cfg):
   return ops.accumulate(acc, c, xb, wb, cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "emit"))
-def _step_slot(acc, c, buf, wbuf, j, *, cfg, emit):
-  """A step on resident chunk ``j`` of ``buf [R, chunk, D]`` (no copy out)."""
-  xb = lax.dynamic_index_in_dim(buf, j, keepdims=False)
-  wb = None if wbuf is None else lax.dynamic_index_in_dim(wbuf, j, keepdims=False)
-  out = ops.accumulate(acc, c, xb, wb, cfg)
-  return out if emit else out[0]
-
-
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _write_slot(buf, xb, j):
   # Donated: the resident buffer is filled in place, one chunk at a time,
@@ -385,6 +376,12 @@ class _Streamer:
     self.method, self.device, self.progress = method, device, progress
     staging = {"pinned": "pinned", "pinned_cache": "pinned_cache"}.get(method, "pageable")
     self.stager = Stager(device, staging)
+    # Resident chunks: separate device arrays, handed to the kernels as they
+    # are (a slice of one stacked buffer is copied before every Pallas call,
+    # 256 MiB per chunk); only the io_callback pass, one compiled program,
+    # takes them stacked as `buf [R, chunk, D]`.
+    self.chunks: list = []
+    self.wchunks: list = []
     self.buf = self.wbuf = self.tail_x = self.tail_w = None
     self.session: _IoSession | None = None
     self.sid = None
@@ -410,18 +407,25 @@ class _Streamer:
   def load_resident(self) -> None:
     p = self.plan
     if p.n_resident:
-      buf = jnp.zeros((p.n_resident, p.chunk, p.d), self.src.dtype, device=self.device)
-      wbuf = (None if self.wsrc is None else
-              jnp.zeros((p.n_resident, p.chunk), jnp.float32, device=self.device))
+      stacked = self.method == "io_callback"
+      if stacked:
+        buf = jnp.zeros((p.n_resident, p.chunk, p.d), self.src.dtype, device=self.device)
+        wbuf = (None if self.wsrc is None else
+                jnp.zeros((p.n_resident, p.chunk), jnp.float32, device=self.device))
       dev = jax.sharding.SingleDeviceSharding(self.device)
       with Prefetcher(lambda j: jax.device_put(self.read(j), dev),
                       range(p.n_resident), _PREFETCH_DEPTH) as pf:
         for j, (xb, wb) in enumerate(pf):
-          buf = _write_slot(buf, xb, j)
-          if wbuf is not None:
-            wbuf = _write_slot(wbuf, wb, j)
+          if stacked:
+            buf = _write_slot(buf, xb, j)
+            if wbuf is not None:
+              wbuf = _write_slot(wbuf, wb, j)
+          else:
+            self.chunks.append(xb)
+            self.wchunks.append(wb)
           self.progress.update(p.chunk)
-      self.buf, self.wbuf = buf, wbuf
+      if stacked:
+        self.buf, self.wbuf = buf, wbuf
     if p.tail and p.tail_resident:
       self.tail_x, self.tail_w = jax.device_put(
           self.read(p.n_full), jax.sharding.SingleDeviceSharding(self.device))
@@ -436,7 +440,7 @@ class _Streamer:
     return self._pass_device_put(acc, c, emit)
 
   def _pass_device_put(self, acc, c, emit):
-    p, cfg = self.plan, self.cfg
+    p = self.plan
     pending: collections.deque = collections.deque()
 
     def retire(limit):
@@ -463,8 +467,7 @@ class _Streamer:
     # transfer overlaps the work on the resident chunks.
     with Prefetcher(self.load, self.plan.streamed(), _PREFETCH_DEPTH) as pf:
       for j in range(p.n_resident):
-        acc = step(j, lambda: _step_slot(acc, c, self.buf, self.wbuf, j, cfg=cfg,
-                                         emit=emit is not None))
+        acc = step(j, lambda: self._plain(acc, c, self.chunks[j], self.wchunks[j], emit))
         self.progress.update(p.chunk)
         retire(1)
       if p.tail and p.tail_resident:
@@ -509,7 +512,14 @@ class _Streamer:
       _SESSIONS.pop(self.sid, None)
       self.session = None
     self.stager.clear()
+    self.chunks, self.wchunks = [], []
     self.buf = self.wbuf = self.tail_x = self.tail_w = None
+
+  def resident_arrays(self) -> list:
+    """Every device array holding resident data (to wait on after loading)."""
+    arrays = self.chunks + [w for w in self.wchunks if w is not None]
+    arrays += [a for a in (self.buf, self.wbuf, self.tail_x, self.tail_w) if a is not None]
+    return arrays
 
   def __enter__(self):
     return self
