@@ -56,11 +56,10 @@ from flashkmeans_jax._types import KMeansResult
 from flashkmeans_jax.streaming_io import (HostSource, Prefetcher, Stager,
                                           StreamingReadError)
 
-__all__ = ["kmeans_streaming", "assign_streaming", "plan_chunks", "StreamingReadError",
-           "METHODS"]
+__all__ = ["kmeans_streaming", "assign_streaming", "plan_chunks", "default_chunk_bytes",
+           "StreamingReadError", "METHODS"]
 
 METHODS = ("auto", "device_put", "pinned", "pinned_cache", "io_callback")
-# What method="auto" means; flip after the GPU benchmark (bench_streaming.py).
 # What "auto" means, from the benchmark on an H200 (benchmarks/RESULTS.md;
 # N=2^26, D=128, K=8192, float16, nothing resident): device_put 514 ms/iter
 # (33 GB/s over PCIe from pageable memory, four chunks in flight), pinned
@@ -75,7 +74,14 @@ _PINNED_CACHE_MIN_PASSES = 40
 # Share of the host's available memory the pinned cache may take.
 _PINNED_CACHE_SHARE = 0.5
 
-_DEFAULT_CHUNK_BYTES = 256 * 2**20  # large enough to amortise per-chunk launches
+# Default chunk: 1/64 of the free device memory, between 64 MiB and 1 GiB
+# (about eight chunks are in flight, so they take at most 1/8). Each chunk
+# pays a fixed cost (launches, the update's per-cluster work list): on an H200
+# at N=2^26, K=8192, float16, 1 GiB chunks ran a pass in 271.5 ms against
+# 280.2 ms with 256 MiB ones (benchmarks/RESULTS.md).
+_DEFAULT_CHUNK_BYTES = 256 * 2**20  # when the device reports no memory stats
+_CHUNK_FREE_FRACTION = 1 / 64
+_MIN_CHUNK_BYTES, _MAX_CHUNK_BYTES = 64 * 2**20, 2**30
 _FALLBACK_BUDGET_BYTES = 1 * 2**30  # when the device reports no memory stats
 _BUDGET_FRACTION = 0.5  # of the free device memory, the rest is for kernels
 _PREFETCH_DEPTH = 4  # chunks read/transferred ahead of the one computed, in parallel
@@ -126,26 +132,41 @@ class Plan:
 def default_budget(device: Any) -> int:
   """Bytes of data to keep resident by default: half the free device memory
   (``memory_stats``), or 1 GiB where the backend reports none."""
+  free = _free_device_bytes(device)
+  if free is None:
+    return _FALLBACK_BUDGET_BYTES
+  return max(0, int(_BUDGET_FRACTION * free))
+
+
+def _free_device_bytes(device: Any) -> int | None:
   try:
     stats = device.memory_stats()
   except Exception:
     stats = None
   if stats and "bytes_limit" in stats:
-    free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return max(0, int(_BUDGET_FRACTION * free))
-  return _FALLBACK_BUDGET_BYTES
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+  return None
+
+
+def default_chunk_bytes(device: Any) -> int:
+  """Bytes per streamed chunk when ``chunk_size`` is not given."""
+  free = _free_device_bytes(device)
+  if free is None:
+    return _DEFAULT_CHUNK_BYTES
+  return int(min(_MAX_CHUNK_BYTES, max(_MIN_CHUNK_BYTES, free * _CHUNK_FREE_FRACTION)))
 
 
 def plan_chunks(n: int, d: int, row_bytes: int, chunk_size: int | None,
-                budget_bytes: int) -> Plan:
+                budget_bytes: int, chunk_bytes: int = _DEFAULT_CHUNK_BYTES) -> Plan:
   """Chunk size and resident chunks for ``n`` rows of ``row_bytes`` each.
 
+  ``chunk_bytes`` sizes the chunks when ``chunk_size`` (rows) is ``None``.
   ``budget_bytes`` bounds the resident data only (the streamed chunks in
   flight, about ``2 * _PREFETCH_DEPTH`` chunks, come on top): ``0`` streams
   everything, ``>= n * row_bytes`` keeps everything resident.
   """
   if chunk_size is None:
-    chunk_size = max(1, _DEFAULT_CHUNK_BYTES // row_bytes)
+    chunk_size = max(1, chunk_bytes // row_bytes)
     if chunk_size >= 4096:
       chunk_size -= chunk_size % 1024  # kernel-friendly block multiple
   chunk = min(n, _checks.check_positive_int(chunk_size, "chunk_size"))
@@ -377,8 +398,8 @@ class _Streamer:
     staging = {"pinned": "pinned", "pinned_cache": "pinned_cache"}.get(method, "pageable")
     self.stager = Stager(device, staging)
     # Resident chunks: separate device arrays, handed to the kernels as they
-    # are (a slice of one stacked buffer is copied before every Pallas call,
-    # 256 MiB per chunk); only the io_callback pass, one compiled program,
+    # are (a slice of one stacked buffer is copied, a whole chunk, before
+    # every Pallas call); only the io_callback pass, one compiled program,
     # takes them stacked as `buf [R, chunk, D]`.
     self.chunks: list = []
     self.wchunks: list = []
@@ -638,7 +659,7 @@ def _setup(host_x, weights, chunk_size, device_budget_bytes, device):
   if budget < 0:
     raise ValueError(f"device_budget_bytes must be >= 0, got {budget}")
   row_bytes = d * src.dtype.itemsize + (4 if wsrc is not None else 0)
-  plan = plan_chunks(n, d, row_bytes, chunk_size, budget)
+  plan = plan_chunks(n, d, row_bytes, chunk_size, budget, default_chunk_bytes(device))
   return src, wsrc, plan, device
 
 
@@ -678,7 +699,8 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
       array, an ``np.memmap`` or a reader with ``shape``, ``dtype`` and
       ``host_x[start:stop]`` (h5py/zarr datasets). Never copied as a whole.
     k: number of clusters.
-    chunk_size: rows per streamed chunk; default about 256 MiB of rows.
+    chunk_size: rows per streamed chunk; default ``default_chunk_bytes``
+      (1/64 of the free device memory, 64 MiB to 1 GiB) of rows.
       Any value works (the last chunk is shorter).
     device_budget_bytes: bytes of data kept resident on the device for the
       whole run (whole chunks, taken from the start of the array); only the

@@ -274,6 +274,28 @@ def test_plan_chunks():
   assert p.chunk == 1000  # default chunk (256 MiB) clamps to N
   p = streaming.plan_chunks(10**8, 128, 256, None, 0)
   assert p.chunk * 256 <= 256 * 2**20 and p.chunk % 1024 == 0
+  p = streaming.plan_chunks(10**8, 128, 256, None, 0, chunk_bytes=2**30)
+  assert p.chunk == 2**22
+
+
+class _FakeDevice:
+  def __init__(self, stats):
+    self.stats = stats
+
+  def memory_stats(self):
+    if self.stats is None:
+      raise RuntimeError("no stats")
+    return self.stats
+
+
+@pytest.mark.parametrize("stats, expected", [
+    (None, 256 * 2**20),  # backend without memory stats
+    ({"bytes_limit": 140 * 2**30, "bytes_in_use": 0}, 2**30),  # H200: capped at 1 GiB
+    ({"bytes_limit": 24 * 2**30, "bytes_in_use": 8 * 2**30}, 16 * 2**30 // 64),
+    ({"bytes_limit": 2 * 2**30, "bytes_in_use": 0}, 64 * 2**20),  # floor
+])
+def test_default_chunk_bytes(stats, expected):
+  assert streaming.default_chunk_bytes(_FakeDevice(stats)) == expected
 
 
 def test_bad_arguments(data):
