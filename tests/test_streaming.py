@@ -215,6 +215,49 @@ def test_failing_reader_raises_with_chunk(data, method):
   assert isinstance(e.value.__cause__, OSError)
 
 
+class _CountingReader(_Reader):
+  """Counts slice reads per chunk start; ``fail_at=(start, n)`` fails the
+  n-th read of the chunk starting at row ``start`` (once)."""
+
+  def __init__(self, x, fail_at=None):
+    super().__init__(x)
+    self.reads, self.fail_at = {}, fail_at
+
+  def __getitem__(self, idx):
+    if isinstance(idx, slice):
+      self.reads[idx.start] = self.reads.get(idx.start, 0) + 1
+      if self.fail_at == (idx.start, self.reads[idx.start]):
+        raise OSError("transient")
+    return super().__getitem__(idx)
+
+
+def test_prefetch_spans_passes_and_stops_after_the_final_one(data):
+  # One prefetcher serves all passes (the next pass's chunks load while this
+  # one ends); it must not read anything past the final assignment pass.
+  x, init = data
+  reader = _CountingReader(x)
+  got = _stream(reader, init, device_budget_bytes=0, method="device_put", max_iter=3, tol=0.0)
+  _assert_same(got, _reference(x, init, max_iter=3, tol=0.0))
+  assert reader.reads == {0: 4, 300: 4, 600: 4, 900: 4}  # 3 Lloyd passes + the final one
+
+
+def test_pass_after_a_failed_pass_starts_from_its_first_chunk(data):
+  x, init = data
+  reader = _CountingReader(x, fail_at=(300, 2))  # chunk 1 in the second pass
+  src, _, plan, device = streaming._setup(reader, None, CHUNK, 0, None)
+  cfg = streaming.ops.Cfg(K, "sqeuclidean", "xla", None, None, "keep", K)
+  c = jnp.asarray(init)
+  new = lambda: streaming.ops.new_acc(cfg, D, lloyd=True, moments=False)  # noqa: E731
+  with streaming._Streamer(src, None, plan, cfg, "device_put", device,
+                           streaming._Progress(False, N)) as st:
+    first = st.run_pass(new(), c)
+    with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*transient"):
+      st.run_pass(new(), c)
+    again = st.run_pass(new(), c, final=True)
+  for key in ("sums", "counts", "inertia"):
+    np.testing.assert_allclose(np.asarray(again[key]), np.asarray(first[key]), rtol=1e-6)
+
+
 def test_short_read_raises(data):
   x, init = data
   with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*shape \(299, 8\)"):
