@@ -13,6 +13,9 @@ float16 at K=8192 and K=1024 and float32 (TF32) at K=1024, N=2^20, D=128.
 ``--variant FIELD``: the default tiles with and without a boolean
 ``AssignConfig`` field (and a few tiles with it) for float16, bfloat16 and
 float32; labels must match.
+``--half``: float32 points on 16-bit operands (``precision="F16_F16_F32"`` /
+``"BF16_BF16_F32"``) against TF32 and against float16 points, a tile sweep
+for the F16 path, and how often each precision's labels differ from float64.
 ``--peaks``: dense bfloat16 and TF32 matmul rates of the card.
 
 Every row is printed as a JSON line and all rows are written to ``--out``.
@@ -32,6 +35,7 @@ import jax.numpy as jnp
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from benchmarks import _timing  # noqa: E402
 import flashkmeans_jax as fk  # noqa: E402
+from flashkmeans_jax import _dispatch, _half_dot  # noqa: E402
 from flashkmeans_jax.kernels import config as cfgmod  # noqa: E402
 from flashkmeans_jax.kernels import flash_assign, sorted_update  # noqa: E402
 
@@ -171,27 +175,29 @@ def assign_configs(dtype, k):
                               deferred_argmin=True)
 
 
-def sweep_assign(dtype, n, k, d=128, configs=None):
+def sweep_assign(dtype, n, k, d=128, configs=None, precision=None):
   x, c, _ = _data(n, k, d, dtype)
   flops = 2.0 * n * k * d
-  default = cfgmod.assign_config(n, k, d, dtype)
+  default = cfgmod.assign_config(n, k, d, dtype, operand_dtype=_half_dot.operand_dtype(
+      dtype, _dispatch.resolve_precision(precision)))
   best = []
   for cfg in [default] + list(configs if configs is not None else assign_configs(dtype, k)):
     t0 = time.time()
     try:
-      f = jax.jit(lambda x, c, cfg=cfg: flash_assign.flash_assign(x, c, config=cfg))
+      f = jax.jit(lambda x, c, cfg=cfg: flash_assign.flash_assign(x, c, config=cfg,
+                                                                  precision=precision))
       ms = _timing.time_jax(f, x, c, reps=5, inner=10, warmup=1)
     except Exception as e:  # noqa: BLE001
       emit(dict(kind="assign_sweep", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name, cfg=str(cfg),
-                error=repr(e)[:160]))
+                precision=precision, error=repr(e)[:160]))
       continue
     best.append((ms, cfg))
     emit(dict(kind="assign_sweep", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name, cfg=str(cfg),
-              default=cfg is default, ms=ms, tflops=flops / ms / 1e9,
+              precision=precision, default=cfg is default, ms=ms, tflops=flops / ms / 1e9,
               wall_s=round(time.time() - t0, 1)))
   best.sort(key=lambda t: t[0])
   emit(dict(kind="assign_best", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name,
-            best=[(ms, str(c)) for ms, c in best[:5]]))
+            precision=precision, best=[(ms, str(c)) for ms, c in best[:5]]))
   return [c for _, c in best[:6]]
 
 
@@ -226,6 +232,54 @@ def assign_variant(field):
               mismatches=int((ref != got).sum())))
 
 
+def half_operands():
+  """float32 points through the 16-bit presets: speed, tiles and accuracy."""
+  f16 = "F16_F16_F32"
+  tiles = [(128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2), (64, 128, 4, 2),
+           (128, 128, 8, 2), (256, 64, 8, 3), (128, 256, 8, 2), (128, 64, 4, 1)]
+  for n, k, d in ((N, K, 128), (1 << 18, 8192, 128), (1 << 18, 4096, 256)):
+    rec = dict(kind="half_operands", n=n, k=k, d=d)
+    flops = 2.0 * n * k * d
+    for name, dtype, precision in (("tf32", jnp.float32, None), ("f16_ops", jnp.float32, f16),
+                                   ("bf16_ops", jnp.float32, "BF16_BF16_F32"),
+                                   ("float16_points", jnp.float16, None)):
+      x, c, _ = _data(n, k, d, dtype)
+      f = jax.jit(lambda x, c, p=precision: flash_assign.flash_assign(x, c, precision=p))
+      ms = _timing.time_jax(f, x, c, reps=5, inner=10)
+      rec[name + "_ms"], rec[name + "_tflops"] = ms, flops / ms / 1e9
+    emit(rec)
+    if d == 128:
+      sweep_assign(jnp.float32, n, k, d, precision=f16, configs=[
+          cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=ns)
+          for bn, bk, nw, ns in tiles])
+  # Accuracy on random normal data: labels that differ from the float64
+  # argmin, and the largest float64 distance gap of those that do.
+  import numpy as np
+  rng = np.random.default_rng(0)
+  n, k, d = 1 << 16, 8192, 128
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  c = rng.normal(size=(k, d)).astype(np.float32)
+  x64, c64 = x.astype(np.float64), c.astype(np.float64)
+  ref_lab = np.empty(n, np.int64)
+  c_sq = (c64 * c64).sum(1)
+  best_rows = []
+  for s in range(0, n, 4096):
+    dd = (x64[s:s + 4096] ** 2).sum(1)[:, None] + c_sq[None] - 2 * x64[s:s + 4096] @ c64.T
+    ref_lab[s:s + 4096] = dd.argmin(1)
+    best_rows.append(dd)
+  rec = dict(kind="half_accuracy", n=n, k=k, d=d)
+  for name, precision in (("tf32", None), ("f16_ops", f16), ("bf16_ops", "BF16_BF16_F32"),
+                          ("tf32x3", "highest")):
+    lab = np.asarray(flash_assign.flash_assign(jnp.asarray(x), jnp.asarray(c),
+                                               precision=precision)[0])
+    diff = np.flatnonzero(lab != ref_lab)
+    gaps = [best_rows[i // 4096][i % 4096, lab[i]] - best_rows[i // 4096][i % 4096, ref_lab[i]]
+            for i in diff]
+    rec[name + "_mismatches"] = int(diff.size)
+    rec[name + "_max_gap"] = float(max(gaps)) if gaps else 0.0
+  emit(rec)
+
+
 def peaks():
   n = 8192
   out = dict(kind="peaks")
@@ -245,6 +299,7 @@ def main():
   ap.add_argument("--assign", action="store_true")
   ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
   ap.add_argument("--peaks", action="store_true")
+  ap.add_argument("--half", action="store_true", help="float32 on 16-bit operands")
   ap.add_argument("--stage1", action="store_true", help="num_stages=1 assign configs")
   ap.add_argument("--sort", action="store_true", help="sort and offset variants")
   ap.add_argument("--variant", default=None,
@@ -255,6 +310,8 @@ def main():
   try:
     if args.peaks:
       peaks()
+    if args.half:
+      half_operands()
     if args.sort:
       sort_variants()
     if args.variant:

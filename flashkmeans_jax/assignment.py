@@ -15,6 +15,7 @@ from jax import lax
 
 from flashkmeans_jax import _checks
 from flashkmeans_jax import _dispatch
+from flashkmeans_jax import _half_dot
 from flashkmeans_jax import _metric
 
 __all__ = ["assign", "assign_reference", "assign_xla"]
@@ -29,17 +30,35 @@ def _acc_dtype(dtype):
   return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
-def _scores(xb, c, bias, precision):
+def _operands(x, centroids, metric, precision):
+  """``(c, bias, c_inverse)``: the centroids as the dot takes them.
+
+  ``c_inverse`` is ``None`` unless float32 points run on 16-bit operands
+  (:mod:`flashkmeans_jax._half_dot`); then ``c`` is the scaled 16-bit matrix
+  and ``c_inverse`` the float32 power of two that undoes its scale.
+  """
+  c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
+  op_dtype = _half_dot.operand_dtype(x.dtype, precision)
+  if op_dtype is None:
+    return c, bias, None
+  c_op, c_inverse = _half_dot.scale_matrix(c, op_dtype)
+  return c_op, bias, c_inverse
+
+
+def _scores(xb, c, bias, precision, c_inverse=None):
   """``bias - xb . c^T`` in float32 (float64 for float64 input)."""
   acc = _acc_dtype(xb.dtype)
-  dots = lax.dot_general(
-      xb, c, (((1,), (1,)), ((), ())), precision=precision,
-      preferred_element_type=acc)
+  dims = (((1,), (1,)), ((), ()))
+  if c_inverse is not None:
+    x_op, x_inverse = _half_dot.scale_rows(xb, c.dtype)
+    dots = lax.dot_general(x_op, c, dims, preferred_element_type=jnp.float32)
+    return bias[None, :] - dots * (x_inverse * c_inverse)[:, None]
+  dots = lax.dot_general(xb, c, dims, precision=precision, preferred_element_type=acc)
   return bias.astype(acc)[None, :] - dots
 
 
-def _argmin_tile(xb, c, bias, precision):
-  s = _scores(xb, c, bias, precision)
+def _argmin_tile(xb, c, bias, precision, c_inverse=None):
+  s = _scores(xb, c, bias, precision, c_inverse)
   arg = jnp.argmin(s, axis=1).astype(jnp.int32)
   best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
   return best, arg
@@ -52,10 +71,10 @@ def _clamped_start(i, tile, total):
   return jnp.minimum(i * tile, total - tile)
 
 
-def _assign_chunk(xb, c, bias, metric, precision, tile_k):
+def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
   k = c.shape[0]
   if k <= tile_k:
-    best, arg = _argmin_tile(xb, c, bias, precision)
+    best, arg = _argmin_tile(xb, c, bias, precision, c_inverse)
   else:
     n_tiles = pl_cdiv(k, tile_k)
 
@@ -64,7 +83,7 @@ def _assign_chunk(xb, c, bias, metric, precision, tile_k):
       start = _clamped_start(j, tile_k, k)
       cj = lax.dynamic_slice_in_dim(c, start, tile_k)
       bj = lax.dynamic_slice_in_dim(bias, start, tile_k)
-      tbest, targ = _argmin_tile(xb, cj, bj, precision)
+      tbest, targ = _argmin_tile(xb, cj, bj, precision, c_inverse)
       better = tbest < best
       return jnp.where(better, tbest, best), jnp.where(better, targ + start, arg)
 
@@ -101,9 +120,9 @@ def assign_xla(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean
   dn, dk = xla_tiles(n, k)
   tile_n = min(n, tile_n or dn)
   tile_k = min(k, tile_k or dk)
-  c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
+  c, bias, c_inverse = _operands(x, centroids, metric, precision)
   chunk = functools.partial(_assign_chunk, c=c, bias=bias, metric=metric,
-                            precision=precision, tile_k=tile_k)
+                            precision=precision, tile_k=tile_k, c_inverse=c_inverse)
   if n <= tile_n:
     return chunk(x)
 
@@ -122,8 +141,8 @@ def assign_reference(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuc
                      precision: Any = None) -> tuple[jax.Array, jax.Array]:
   """Dense plain-JAX reference: builds the full ``[N, K]`` score matrix."""
   precision = _dispatch.resolve_precision(precision)
-  c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
-  best, arg = _argmin_tile(x, c, bias, precision)
+  c, bias, c_inverse = _operands(x, centroids, metric, precision)
+  best, arg = _argmin_tile(x, c, bias, precision, c_inverse)
   dist = _metric.finish_distance(best, _metric.row_sqnorm(x).astype(best.dtype), metric)
   return arg, dist.astype(jnp.float32)
 
@@ -201,8 +220,12 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
       near-ties may resolve differently from float64); ``"highest"`` (or
       ``lax.DotAlgorithmPreset.TF32_TF32_F32_X3``, which the Pallas kernel uses
       for it) is float32-accurate and gives the float64 reference's labels up to
-      float32 ties. Ignored for 16-bit inputs, whose products are exact in the
-      float32 accumulator.
+      float32 ties. ``"F16_F16_F32"`` runs float32 points on the float16
+      tensor cores (twice the TF32 rate) with a power-of-two scale per point
+      and one for the centroids, so operands keep TF32's 10 mantissa bits
+      without float16's range limits (:mod:`flashkmeans_jax._half_dot`);
+      ``"BF16_BF16_F32"`` casts to bfloat16 (8 bits). Ignored for 16-bit
+      inputs, whose products are exact in the float32 accumulator.
     config: optional :class:`flashkmeans_jax.kernels.config.AssignConfig` for
       the Pallas kernel (tile sizes, warps, stages); ``None`` picks one from
       the device and shapes.

@@ -37,6 +37,37 @@ def check_assign(impl, n, k, d, dtype, metric, seed=0, precision=None):
                               dist_rtol=tol, dist_atol=tol)
 
 
+HALF_PRECISIONS = ("F16_F16_F32", "BF16_BF16_F32")
+
+
+def half_inputs(n, k, d, magnitude, seed=0):
+  """float32 ``(x [n, d], c [k, d])`` of the given magnitude, with row 1 of x
+  1e-3 of the rest and row 2 zero."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)) * magnitude
+  x[1] *= 1e-3
+  x[2] = 0.0
+  c = rng.normal(size=(k, d)) * magnitude
+  return jnp.asarray(x, jnp.float32), jnp.asarray(c, jnp.float32)
+
+
+def check_assign_half(impl, precision, n, k, d, metric, magnitude, seed=0):
+  """float32 points on 16-bit operands (``_half_dot``) against float64.
+
+  ``magnitude`` puts the data where float16 cannot hold it unscaled (1e8
+  overflows, 1e-8 underflows); one row is 1e-3 of the rest and one is zero, so
+  per-row scaling matters. F16 must meet the TF32 tolerance of
+  :func:`rtol_for` (same 10 mantissa bits), BF16 that of 16-bit inputs.
+  """
+  x, c = (np.asarray(a) for a in half_inputs(n, k, d, magnitude, seed))
+  labels, dist = fk.assign(jnp.asarray(x), jnp.asarray(c), metric=metric, impl=impl,
+                           precision=precision)
+  tol = rtol_for(jnp.float32) if precision.startswith("F16") else rtol_for(jnp.bfloat16)
+  helpers.assert_labels_match(x, c, labels, metric, rtol=tol, atol=tol, dist=dist,
+                              dist_rtol=tol, dist_atol=tol)
+  return labels, dist
+
+
 def check_assign_ties(impl):
   # Duplicate centroids: every point must take the lowest index of equals.
   rng = np.random.default_rng(1)

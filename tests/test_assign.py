@@ -28,6 +28,14 @@ def test_assign_matches_float64(n, k, d, metric, dtype):
   cases.check_assign(IMPL, n, k, d, cases.DTYPES[dtype], metric, precision="highest")
 
 
+@pytest.mark.parametrize("n,k,d", [(1000, 100, 96), (1537, 7, 17)])
+@pytest.mark.parametrize("magnitude", [1e-8, 1e8])
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("precision", cases.HALF_PRECISIONS)
+def test_assign_half_operands_match_float64(n, k, d, magnitude, metric, precision):
+  cases.check_assign_half(IMPL, precision, n, k, d, metric, magnitude)
+
+
 @pytest.mark.parametrize("metric", cases.METRICS)
 def test_assign_default_precision_matches_float64(metric):
   # precision=None (JAX's default); on the CPU float32 dots are exact anyway.

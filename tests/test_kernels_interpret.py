@@ -20,6 +20,32 @@ def test_assign(n, k, d, metric, dtype):
   cases.check_assign(IMPL, n, k, d, cases.DTYPES[dtype], metric, precision="highest")
 
 
+@pytest.mark.parametrize("n,k,d", [(1000, 100, 96), (257, 33, 200)])
+@pytest.mark.parametrize("magnitude", [1e-8, 1e8])
+@pytest.mark.parametrize("precision", cases.HALF_PRECISIONS)
+def test_assign_half_operands(n, k, d, magnitude, precision):
+  # D=200 pads to 256 and runs the in-kernel loop over D on the CPU tiling.
+  for metric in cases.METRICS:
+    labels, dist = cases.check_assign_half(IMPL, precision, n, k, d, metric, magnitude)
+    # The XLA path computes the same scaled operands: equal up to dot order.
+    lx, dx = fk.assign(*cases.half_inputs(n, k, d, magnitude), metric=metric, impl="xla",
+                       precision=precision)
+    assert float((labels == lx).mean()) > 0.99
+    np.testing.assert_allclose(np.asarray(dist), np.asarray(dx), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [config.AssignConfig(block_n=16, block_k=16, block_d=16)])
+def test_assign_half_operands_d_tiling(cfg):
+  # block_d < D: the row maxima span several D tiles before the scale is known.
+  x, c = cases.half_inputs(101, 45, 70, 1e6)
+  for metric in cases.METRICS:
+    l, d = flash_assign.flash_assign(x, c, metric=metric, config=cfg, interpret=True,
+                                     precision="F16_F16_F32")
+    lr, dr = fk.assign(x, c, metric=metric, impl="xla", precision="F16_F16_F32")
+    np.testing.assert_array_equal(np.asarray(l), np.asarray(lr))
+    np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-5, atol=1e-5)
+
+
 def test_assign_ties_lowest_index():
   cases.check_assign_ties(IMPL)
 

@@ -85,13 +85,21 @@ def _is_16bit(dtype) -> bool:
 
 
 def assign_config(n: int, k: int, d: int, dtype, *, exact_f32: bool = False,
-                  kind: str | None = None) -> AssignConfig:
+                  operand_dtype=None, kind: str | None = None) -> AssignConfig:
   """Tiling for FlashAssign on ``[n, d] x [k, d]`` points/centroids.
 
   ``exact_f32`` marks the 3-pass float32 dot, which needs three times the
   operand buffers (a 128-wide centroid tile overflows shared memory).
+  ``operand_dtype`` is the 16-bit type float32 points are cast to on chip
+  (``F16_F16_F32`` / ``BF16_BF16_F32``): the streamed centroid tiles and the
+  dot are those of 16-bit points, so their table applies. Swept at D=128 on
+  an H200 (``bench_tuning.py --half``): its 128x128, 4-warp, 2-stage entry was
+  the fastest of 8 tilings at K=1024 and K=8192 (405 TFLOP/s at K=8192,
+  against 197 for TF32 and 563 for float16 points).
   """
   kind = device_kind() if kind is None else kind
+  if operand_dtype is not None:
+    dtype = operand_dtype
   dp = max(16, next_pow2(d))
   if _family(kind) == "fallback":
     # Unknown card (Ampere, Ada, consumer parts): small tiles that fit ~100 KB

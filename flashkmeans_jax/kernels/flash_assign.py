@@ -10,6 +10,12 @@ Scores and distances follow :mod:`flashkmeans_jax._metric`: the kernel
 minimises ``bias[k] - x . c[k]`` and finishes with ``||x||^2`` computed in
 float32 from the tile it already holds.
 
+float32 points with the ``F16_F16_F32`` (or ``BF16_BF16_F32``) precision are
+loaded as float32 (for ``||x||^2``), scaled by a power of two per row and cast
+to 16 bits on chip, so the dot runs on the 16-bit tensor cores; each row's
+scores are multiplied back by that row's and the centroids' inverse scales
+(:mod:`flashkmeans_jax._half_dot`).
+
 Padding: the centroids (small) are padded to whole tiles with bias ``+inf`` so
 padded centroids never win; the points are not copied: rows past N and
 columns past D are masked loads (``other=0``) and masked stores.
@@ -27,6 +33,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from flashkmeans_jax import _dispatch
+from flashkmeans_jax import _half_dot
 from flashkmeans_jax import _metric
 from flashkmeans_jax.kernels import config as config_mod
 
@@ -51,8 +58,15 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
   return precision
 
 
-def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, block_n,
-                         block_k, block_d, n_k_tiles, metric, precision, deferred_argmin):
+def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, block_d,
+                         n_k_tiles, metric, precision, deferred_argmin, op_dtype):
+  # op_dtype: None (the dot takes x as loaded), float16 (scaled, with the
+  # centroids' inverse scale in an extra input) or bfloat16 (cast only).
+  scaled = op_dtype is not None and jnp.dtype(op_dtype) == jnp.float16
+  if scaled:
+    c_inverse_ref, labels_ref, dist_ref = refs
+  else:
+    labels_ref, dist_ref = refs
   row0 = pl.program_id(0) * block_n
   row_mask = row0 + jnp.arange(block_n) < n
   n_d_tiles = c_ref.shape[1] // block_d
@@ -66,25 +80,51 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, labels_ref, dist_ref, *, n, d, 
     xf = xt.astype(jnp.float32)
     return jnp.sum(xf * xf, axis=1)
 
+  def rowmax(xt):
+    return jnp.max(jnp.abs(xt), axis=1)
+
   if n_d_tiles == 1:
     x_tile = load_x(0)  # stays on chip for the whole centroid sweep
     xsq = sqnorm(x_tile)
+    amax = rowmax(x_tile) if scaled else None
+  else:
+    def norms(t, carry):
+      xt = load_x(t)
+      return carry[0] + sqnorm(xt), (jnp.maximum(carry[1], rowmax(xt)) if scaled else None)
+
+    xsq, amax = lax.fori_loop(0, n_d_tiles, norms, (
+        jnp.zeros((block_n,), jnp.float32),
+        jnp.zeros((block_n,), jnp.float32) if scaled else None))
+
+  row_factor = None
+  to_operand = lambda xt: xt  # noqa: E731
+  if scaled:
+    row_scale, row_inverse = _half_dot.pow2_scale(amax)
+    # Both factors are powers of two: the product and the rescaled scores are
+    # exact (the centroids' inverse is one value, repeated to a tile shape).
+    row_factor = row_inverse * jnp.max(c_inverse_ref[...])
+    to_operand = lambda xt: (xt * row_scale[:, None]).astype(op_dtype)  # noqa: E731
+  elif op_dtype is not None:
+    to_operand = lambda xt: xt.astype(op_dtype)  # noqa: E731
+
+  if n_d_tiles == 1:
+    x_op = to_operand(x_tile)
 
     def cross(j):
       c = c_ref[pl.ds(j * block_k, block_k), :]
-      return plgpu.dot(x_tile, c, trans_b=True, precision=precision)
+      return plgpu.dot(x_op, c, trans_b=True, precision=precision)
   else:
-    xsq = lax.fori_loop(0, n_d_tiles, lambda t, acc: acc + sqnorm(load_x(t)),
-                        jnp.zeros((block_n,), jnp.float32))
-
     def cross(j):
       def body(t, acc):
         c = c_ref[pl.ds(j * block_k, block_k), pl.ds(t * block_d, block_d)]
-        return acc + plgpu.dot(load_x(t), c, trans_b=True, precision=precision)
+        return acc + plgpu.dot(to_operand(load_x(t)), c, trans_b=True, precision=precision)
       return lax.fori_loop(0, n_d_tiles, body, jnp.zeros((block_n, block_k), jnp.float32))
 
   def score(j):
-    return bias_ref[pl.ds(j * block_k, block_k)][None, :] - cross(j)
+    b = bias_ref[pl.ds(j * block_k, block_k)][None, :]
+    if row_factor is None:
+      return b - cross(j)
+    return b - cross(j) * row_factor[:, None]
 
   if deferred_argmin:
     # Element-wise running minimum over the centroid tiles: no cross-lane
@@ -133,7 +173,9 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
     x: ``[N, D]`` float16, bfloat16 or float32 points (any N and D).
     centroids: ``[K, D]``, any float dtype; cast to ``x.dtype`` for the dot.
     metric: ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``.
-    precision: float32 dot precision (see :func:`kernel_precision`).
+    precision: float32 dot precision (see :func:`kernel_precision`);
+      ``F16_F16_F32`` / ``BF16_BF16_F32`` run float32 points on 16-bit
+      operands (:mod:`flashkmeans_jax._half_dot`).
     config: tiling; ``None`` picks one with :func:`config.assign_config`.
     interpret: run the kernel in Pallas interpret mode (any backend).
 
@@ -143,8 +185,10 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   n, d = x.shape
   k = centroids.shape[0]
   precision = kernel_precision(x.dtype, _dispatch.resolve_precision(precision), interpret)
+  op_dtype = _half_dot.operand_dtype(x.dtype, precision)
   exact = precision == lax.DotAlgorithmPreset.TF32_TF32_F32_X3
-  cfg = config or config_mod.assign_config(n, k, d, x.dtype, exact_f32=exact)
+  cfg = config or config_mod.assign_config(n, k, d, x.dtype, exact_f32=exact,
+                                           operand_dtype=op_dtype)
   dp = max(16, config_mod.next_pow2(d))
   block_d = min(cfg.block_d, dp)
   block_k = min(cfg.block_k, max(16, config_mod.next_pow2(k)))
@@ -152,13 +196,19 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   k_pad = pl.cdiv(k, block_k) * block_k
 
   c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
+  extra = ()
+  if op_dtype is not None:
+    precision = None  # the dot now sees 16-bit operands
+    c, c_inverse = _half_dot.scale_matrix(c, op_dtype)
+    if jnp.dtype(op_dtype) == jnp.float16:
+      extra = (jnp.full((16,), c_inverse, jnp.float32),)
   c = jnp.pad(c, ((0, k_pad - k), (0, dp - d)))
   bias = jnp.pad(bias, (0, k_pad - k), constant_values=jnp.inf)
 
   kernel = functools.partial(
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
       n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
-      deferred_argmin=cfg.deferred_argmin)
+      deferred_argmin=cfg.deferred_argmin, op_dtype=op_dtype)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),
@@ -168,7 +218,7 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
                                            num_stages=cfg.num_stages),
       interpret=interpret,
       name="flash_assign",
-  )(x, c, bias)
+  )(x, c, bias, *extra)
 
 
 def flash_assign_reference(x: jax.Array, centroids: jax.Array, *,

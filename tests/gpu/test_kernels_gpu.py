@@ -39,6 +39,32 @@ def test_exact_mode_labels_equal_float64():
   assert agree > 0.9999 and gap.max() < 1e-3, (agree, gap.max())
 
 
+@pytest.mark.parametrize("n,k,d", [(1000, 100, 96), (4099, 300, 512), (70_001, 1000, 128)])
+@pytest.mark.parametrize("magnitude", [1e-8, 1e8])
+@pytest.mark.parametrize("metric", cases.METRICS)
+@pytest.mark.parametrize("precision", cases.HALF_PRECISIONS)
+def test_assign_half_operands(n, k, d, magnitude, metric, precision):
+  labels, dist = cases.check_assign_half(IMPL, precision, n, k, d, metric, magnitude)
+  lx, dx = fk.assign(*cases.half_inputs(n, k, d, magnitude), metric=metric, impl="xla",
+                     precision=precision)
+  assert float((labels == lx).mean()) > 0.999
+  np.testing.assert_allclose(np.asarray(dist), np.asarray(dx), rtol=1e-4, atol=1e-5)
+
+
+def test_half_operands_as_accurate_as_tf32():
+  # Random data, K=1024: F16_F16_F32 disagrees with float64 no more often
+  # than the default TF32 does (both keep 10 mantissa bits).
+  rng = np.random.default_rng(12)
+  x = rng.normal(size=(50000, 128)).astype(np.float32)
+  c = rng.normal(size=(1024, 128)).astype(np.float32)
+  ref = helpers.np_distances(x, c, "sqeuclidean").argmin(1)
+  miss = {}
+  for precision in (None, "F16_F16_F32"):
+    lab, _ = fk.assign(jnp.asarray(x), jnp.asarray(c), impl=IMPL, precision=precision)
+    miss[precision] = int((np.asarray(lab) != ref).sum())
+  assert miss["F16_F16_F32"] <= max(2 * miss[None], 10), miss
+
+
 def test_assign_ties_lowest_index():
   cases.check_assign_ties(IMPL)
 
