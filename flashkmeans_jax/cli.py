@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--impl", choices=["auto", "xla", "pallas", "pallas_interpret"],
                  default="auto", help="implementation (default auto: Pallas on CUDA GPUs, "
                                       "XLA elsewhere)")
+  g.add_argument("--precision", default=None,
+                 choices=["default", "highest", "F16_F16_F32", "BF16_BF16_F32"],
+                 help="float32 distance precision (default: JAX's, TF32 on NVIDIA GPUs; "
+                      "highest: float32-accurate; F16_F16_F32: float16 tensor cores with "
+                      "per-row power-of-two scaling, TF32's mantissa at twice its speed)")
   g = p.add_argument_group("large inputs")
   g.add_argument("--stream-above", default="auto", metavar="SIZE",
                  help="stream inputs larger than SIZE bytes through the device in chunks "
@@ -235,14 +240,15 @@ def _fmt_bytes(n: int) -> str:
   return str(n)
 
 
-def _assign_chunks(x, centroids, metric, impl, out, chunk):
+def _assign_chunks(x, centroids, metric, impl, precision, out, chunk):
   """Labels of a host array, ``chunk`` rows at a time, into ``out``."""
   import jax.numpy as jnp
   from flashkmeans_jax.assignment import assign
   c = jnp.asarray(centroids)
   for s in range(0, x.shape[0], chunk):
     xb = jnp.asarray(np.asarray(x[s:s + chunk]).astype(np.dtype(c.dtype)))
-    out[s:s + xb.shape[0]] = np.asarray(assign(xb, c, metric=metric, impl=impl)[0])
+    out[s:s + xb.shape[0]] = np.asarray(assign(xb, c, metric=metric, impl=impl,
+                                               precision=precision)[0])
 
 
 # --------------------------------------------------------------------- main
@@ -294,7 +300,7 @@ def _cluster(args) -> int:
   try:
     key = jax.random.key(args.seed)
     common = dict(init=init, max_iter=args.max_iter, tol=args.tol, metric=args.metric,
-                  impl=impl, verbose=args.verbose)
+                  impl=impl, precision=args.precision, verbose=args.verbose)
     labels_tmp = labels_mm = None
     t0 = time.perf_counter()
     if streaming:
@@ -315,7 +321,7 @@ def _cluster(args) -> int:
           res = r
       centroids = np.asarray(res.centroids)
       if labels_mm is not None and n_init > 1:
-        _assign_chunks(x, centroids, args.metric, impl, labels_mm,
+        _assign_chunks(x, centroids, args.metric, impl, args.precision, labels_mm,
                        args.chunk_size or max(1, (64 << 20) // max(1, d * 4)))
       labels = None
     else:

@@ -204,6 +204,9 @@ class KMeans(*_BASES):
       else (float64, integers) to float32; or one of those three to cast to.
     impl: ``None``/``"auto"``, ``"xla"``, ``"pallas"`` or ``"pallas_interpret"``
       (see :func:`flashkmeans_jax.assign`).
+    precision: float32 distance precision, as :func:`flashkmeans_jax.assign`
+      takes it (``None``: JAX's default, TF32 on NVIDIA GPUs; ``"highest"``;
+      ``"F16_F16_F32"``: float16 tensor cores at TF32's mantissa).
     chunk_size: when set, fit out of core with
       :func:`flashkmeans_jax.streaming.kmeans_streaming`, moving ``chunk_size``
       rows to the device at a time (X stays on the host, e.g. a memmap).
@@ -224,7 +227,7 @@ class KMeans(*_BASES):
   def __init__(self, n_clusters: int = 8, *, init: Any = "k-means++", n_init: Any = 1,
                max_iter: int = 300, tol: float = 1e-4, random_state: Any = None,
                metric: str = "sqeuclidean", dtype: Any = None, impl: str | None = None,
-               chunk_size: int | None = None, verbose: bool = False):
+               precision: Any = None, chunk_size: int | None = None, verbose: bool = False):
     self.n_clusters = n_clusters
     self.init = init
     self.n_init = n_init
@@ -234,6 +237,7 @@ class KMeans(*_BASES):
     self.metric = metric
     self.dtype = dtype
     self.impl = impl
+    self.precision = precision
     self.chunk_size = chunk_size
     self.verbose = verbose
 
@@ -362,7 +366,8 @@ class KMeans(*_BASES):
     else:
       res = kmeans(key, x, k, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                    metric=metric, weights=None if w is None else jnp.asarray(w),
-                   impl=impl, check_finite=False, verbose=bool(self.verbose))
+                   impl=impl, precision=self.precision, check_finite=False,
+                   verbose=bool(self.verbose))
     res = jax.device_get(res)
     self.cluster_centers_ = np.asarray(res.centroids)
     self.labels_ = np.asarray(res.labels, dtype=np.int32)
@@ -385,7 +390,7 @@ class KMeans(*_BASES):
     for sub in (jax.random.split(key, n_init) if n_init > 1 else [key]):
       res = kmeans_streaming(sub, x, k, chunk_size=chunk, init=init, max_iter=max_iter,
                              tol=tol, metric=metric, weights=w, impl=impl,
-                             verbose=bool(self.verbose))
+                             precision=self.precision, verbose=bool(self.verbose))
       if best is None or float(res.inertia) < float(best.inertia):
         best = res
     return best
@@ -396,7 +401,7 @@ class KMeans(*_BASES):
     self._check_fitted()
     x = self._validate_X(X, reset=False)
     labels, _ = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
-                       impl=self.impl)
+                       impl=self.impl, precision=self.precision)
     return np.asarray(labels, dtype=np.int32)
 
   def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
@@ -427,6 +432,6 @@ class KMeans(*_BASES):
     x = self._validate_X(X, reset=False)
     w = self._check_sample_weight(sample_weight, x.shape[0])
     _, dist = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
-                     impl=self.impl)
+                     impl=self.impl, precision=self.precision)
     dist = np.asarray(dist, np.float64)
     return -float(np.sum(dist if w is None else dist * w))

@@ -59,6 +59,19 @@ def test_npy_outputs_and_summary(tmp_path, data, capsys):
   assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("precision", ["F16_F16_F32", "highest"])
+def test_precision_reaches_kmeans(tmp_path, data, precision):
+  # Data at 1e6: unscaled float16 would overflow, so F16_F16_F32 is only
+  # right if the CLI hands the precision to kmeans.
+  x = data * 1e6
+  np.save(tmp_path / "x.npy", x)
+  c_out = tmp_path / "c.npy"
+  assert cli.main([str(tmp_path / "x.npy"), "-k", "4", "--precision", precision, "--quiet",
+                   "--centroids-out", str(c_out)]) == 0
+  ref = _ref(x, 4, precision=precision)
+  np.testing.assert_array_equal(np.load(c_out), np.asarray(ref.centroids))
+
+
 def test_npz_key_and_init_file(tmp_path, data, capsys):
   np.savez(tmp_path / "x.npz", train=data, other=data[:5])
   np.save(tmp_path / "init.npy", data[:3])
@@ -193,7 +206,8 @@ def test_help_subprocess():
                        text=True, cwd=ROOT, env=env, timeout=120)
   assert out.returncode == 0, out.stderr
   for opt in ["--key", "--raw-dtype", "--raw-shape", "-k K, --clusters K", "--metric", "--dtype",
-              "--max-iter", "--tol", "--init", "--n-init", "--seed", "--impl", "--chunk-size",
+              "--max-iter", "--tol", "--init", "--n-init", "--seed", "--impl", "--precision",
+              "--chunk-size",
               "--stream-above", "--centroids-out", "--labels-out", "--quiet", "--verbose",
               "--debug", "built-in demo"]:
     assert opt in out.stdout, opt

@@ -194,6 +194,22 @@ def test_verbose_prints_each_iteration(blobs, capsys):
       float(est.inertia_history_[0]), rel=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 128])
+def test_precision_reaches_fit_predict_and_score(blobs, chunk_size):
+  # At 1e6 unscaled float16 overflows: only the scaled F16_F16_F32 path that
+  # fit, predict and score all hand on gives the functional result.
+  x = blobs * 1e6
+  est = KMeans(n_clusters=4, random_state=2, max_iter=30, precision="F16_F16_F32",
+               chunk_size=chunk_size).fit(x)
+  assert est.get_params()["precision"] == "F16_F16_F32"
+  res = fk.kmeans(jax.random.key(2), jnp.asarray(x), 4, max_iter=30, precision="F16_F16_F32")
+  np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
+  lab, dist = fk.assign(jnp.asarray(x), jnp.asarray(est.cluster_centers_),
+                        precision="F16_F16_F32")
+  np.testing.assert_array_equal(est.predict(x), np.asarray(lab))
+  assert est.score(x) == pytest.approx(-float(np.sum(np.asarray(dist, np.float64))), rel=1e-6)
+
+
 def test_chunk_size_uses_streaming(blobs, monkeypatch):
   calls = []
 
