@@ -105,6 +105,16 @@ def test_cosine_metric(data):
   _assert_same(got, _reference(x, init, metric="cosine", max_iter=5))
 
 
+@pytest.mark.parametrize("precision", ["F16_F16_F32", "BF16_BF16_F32"])
+def test_half_operand_precisions_match_in_memory(data, precision):
+  # float32 data on 16-bit operands: the precision reaches every chunk's
+  # assignment, so streaming and in-memory runs agree as for TF32.
+  x, init = data
+  got = _stream(x * 1e6, init * 1e6, precision=precision,
+                device_budget_bytes=BUDGETS["partial"])
+  _assert_same(got, _reference(x * 1e6, init * 1e6, precision=precision))
+
+
 def test_float16_host_data(data):
   x, init = data
   x16 = x.astype(np.float16)
@@ -319,6 +329,24 @@ def test_plan_chunks():
   assert p.chunk * 256 <= 256 * 2**20 and p.chunk % 1024 == 0
   p = streaming.plan_chunks(10**8, 128, 256, None, 0, chunk_bytes=2**30)
   assert p.chunk == 2**22
+
+
+@pytest.mark.parametrize("n,budget_chunks", [(1000, 0), (1000, 2), (1000, 4), (3000, 1),
+                                              (3000, 7), (3000, 10), (2900, 9)])
+def test_plan_schedule_spreads_streamed_chunks(n, budget_chunks):
+  p = streaming.plan_chunks(n, 8, 32, 300, budget_chunks * 300 * 32)
+  order = p.schedule()
+  # Every chunk exactly once; each kind in row order.
+  assert sorted(j for j, _ in order) == list(range(len(order)))
+  assert [j for j, s in order if s] == p.streamed()
+  assert [j for j, s in order if not s] == p.resident()
+  # Evenly spread: any window of the order holds the streamed share of it,
+  # give or take one chunk.
+  flags = np.array([s for _, s in order], float)
+  share = flags.mean() if len(flags) else 0.0
+  for w in range(1, len(flags) + 1):
+    sums = np.convolve(flags, np.ones(w), "valid")
+    assert np.all(np.abs(sums - share * w) <= 1.0 + 1e-9), (w, sums, share)
 
 
 class _FakeDevice:
