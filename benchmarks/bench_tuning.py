@@ -232,12 +232,13 @@ def assign_variant(field):
               mismatches=int((ref != got).sum())))
 
 
-def half_operands():
+def half_operands(sweep=True, accuracy=True):
   """float32 points through the 16-bit presets: speed, tiles and accuracy."""
   f16 = "F16_F16_F32"
   tiles = [(128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2), (64, 128, 4, 2),
            (128, 128, 8, 2), (256, 64, 8, 3), (128, 256, 8, 2), (128, 64, 4, 1)]
-  for n, k, d in ((N, K, 128), (1 << 18, 8192, 128), (1 << 18, 4096, 256)):
+  for n, k, d in ((N, K, 128), (1 << 18, 8192, 128), (1 << 18, 4096, 256),
+                  (1 << 20, 8192, 128)):
     rec = dict(kind="half_operands", n=n, k=k, d=d)
     flops = 2.0 * n * k * d
     for name, dtype, precision in (("tf32", jnp.float32, None), ("f16_ops", jnp.float32, f16),
@@ -247,11 +248,24 @@ def half_operands():
       f = jax.jit(lambda x, c, p=precision: flash_assign.flash_assign(x, c, precision=p))
       ms = _timing.time_jax(f, x, c, reps=5, inner=10)
       rec[name + "_ms"], rec[name + "_tflops"] = ms, flops / ms / 1e9
+    # The points scaled and cast in an XLA pass before the kernel instead.
+    import dataclasses
+    x, c, _ = _data(n, k, d, jnp.float32)
+    pre = dataclasses.replace(cfgmod.assign_config(n, k, d, jnp.float32,
+                                                   operand_dtype=jnp.float16),
+                              half_prepass=True)
+    f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c, precision=f16, config=pre))
+    ms = _timing.time_jax(f, x, c, reps=5, inner=10)
+    rec["f16_prepass_ms"], rec["f16_prepass_tflops"] = ms, flops / ms / 1e9
+    on_chip = flash_assign.flash_assign(x, c, precision=f16)[0]
+    rec["f16_prepass_label_mismatches"] = int((f(x, c)[0] != on_chip).sum())
     emit(rec)
-    if d == 128:
+    if d == 128 and sweep:
       sweep_assign(jnp.float32, n, k, d, precision=f16, configs=[
           cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=128, num_warps=nw, num_stages=ns)
           for bn, bk, nw, ns in tiles])
+  if not accuracy:
+    return
   # Accuracy on random normal data: labels that differ from the float64
   # argmin, and the largest float64 distance gap of those that do.
   import numpy as np
@@ -300,6 +314,8 @@ def main():
   ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
   ap.add_argument("--peaks", action="store_true")
   ap.add_argument("--half", action="store_true", help="float32 on 16-bit operands")
+  ap.add_argument("--no-sweep", action="store_true",
+                  help="with --half: the speed table only (no tile sweep, no accuracy)")
   ap.add_argument("--stage1", action="store_true", help="num_stages=1 assign configs")
   ap.add_argument("--sort", action="store_true", help="sort and offset variants")
   ap.add_argument("--variant", default=None,
@@ -311,7 +327,7 @@ def main():
     if args.peaks:
       peaks()
     if args.half:
-      half_operands()
+      half_operands(sweep=not args.no_sweep, accuracy=not args.no_sweep)
     if args.sort:
       sort_variants()
     if args.variant:

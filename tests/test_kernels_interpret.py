@@ -181,3 +181,40 @@ def test_grad(metric):
 
 def test_kmeans_matches_xla():
   cases.check_kmeans_matches_xla(IMPL)
+
+
+def test_half_prepass_config_and_result():
+  # K >= 4096 on float16 operands prepares them in an XLA pass; the result is
+  # that of the on-chip scaling.
+  f16 = jnp.float16
+  assert config.assign_config(1000, 4096, 64, jnp.float32, operand_dtype=f16).half_prepass
+  assert not config.assign_config(1000, 1024, 64, jnp.float32, operand_dtype=f16).half_prepass
+  assert not config.assign_config(1000, 8192, 64, jnp.float32,
+                                  operand_dtype=jnp.bfloat16).half_prepass
+  assert not config.assign_config(1000, 8192, 64, f16).half_prepass
+  x, c = cases.half_inputs(300, 70, 40, 1e8)
+  for block_d in (16, 64):  # D tiled in the kernel, and not
+    on_chip = config.AssignConfig(block_n=32, block_k=32, block_d=block_d)
+    pre = config.AssignConfig(block_n=32, block_k=32, block_d=block_d, half_prepass=True)
+    for metric in cases.METRICS:
+      l, d = flash_assign.flash_assign(x, c, metric=metric, config=pre, interpret=True,
+                                       precision="F16_F16_F32")
+      lr, dr = flash_assign.flash_assign(x, c, metric=metric, config=on_chip, interpret=True,
+                                         precision="F16_F16_F32")
+      np.testing.assert_array_equal(np.asarray(l), np.asarray(lr))
+      np.testing.assert_allclose(np.asarray(d), np.asarray(dr), rtol=1e-5, atol=1e-5)
+
+
+def test_half_operands_under_vmap():
+  pre = config.AssignConfig(block_n=32, block_k=32, block_d=64, half_prepass=True)
+  on_chip = config.AssignConfig(block_n=32, block_k=32, block_d=64)
+  xs, cs = zip(*(cases.half_inputs(100, 20, 24, 1e8, seed=s) for s in range(3)))
+  x, c = jnp.stack(xs), jnp.stack(cs)
+  for cfg in (pre, on_chip):
+    f = lambda x, c, cfg=cfg: flash_assign.flash_assign(  # noqa: E731
+        x, c, config=cfg, interpret=True, precision="F16_F16_F32")
+    lb, db = jax.vmap(f)(x, c)
+    for b in range(3):
+      l1, d1 = f(x[b], c[b])
+      np.testing.assert_array_equal(np.asarray(lb[b]), np.asarray(l1))
+      np.testing.assert_allclose(np.asarray(db[b]), np.asarray(d1), rtol=1e-6)

@@ -29,6 +29,9 @@ class AssignConfig:
     deferred_argmin: keep an element-wise ``[block_n, block_k]`` running
       minimum over the centroid tiles and reduce it over the centroids once at
       the end, instead of a min and an argmin reduction per tile.
+    half_prepass: with ``F16_F16_F32`` on float32 points, scale and cast the
+      points to float16 in an XLA pass before the kernel (a temporary
+      ``[N, D]`` float16 copy) instead of on chip.
   """
 
   block_n: int = 128
@@ -37,6 +40,7 @@ class AssignConfig:
   num_warps: int = 4
   num_stages: int = 2
   deferred_argmin: bool = False
+  half_prepass: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +100,22 @@ def assign_config(n: int, k: int, d: int, dtype, *, exact_f32: bool = False,
   an H200 (``bench_tuning.py --half``): its 128x128, 4-warp, 2-stage entry was
   the fastest of 8 tilings at K=1024 and K=8192 (405 TFLOP/s at K=8192,
   against 197 for TF32 and 563 for float16 points).
+
+  From K=4096 on, float16 operands are prepared in an XLA pass
+  (``half_prepass``). The on-chip cast itself is what costs (a plain bfloat16
+  cast runs 414 TFLOP/s where float16 points run 541, and the scaling adds
+  only 4 %), and from K=4096 on one extra pass over the points costs less
+  (H200, N=2^18..2^20: K=8192 463 against 397 TFLOP/s, K=4096 D=256 419
+  against 350); at K=1024 the pass costs more than it saves (292 against
+  329).
   """
+  cfg = _assign_tiles(n, k, d, dtype, exact_f32, operand_dtype, kind)
+  if operand_dtype is not None and jnp.dtype(operand_dtype) == jnp.float16 and k >= 4096:
+    cfg = dataclasses.replace(cfg, half_prepass=True)
+  return cfg
+
+
+def _assign_tiles(n, k, d, dtype, exact_f32, operand_dtype, kind) -> AssignConfig:
   kind = device_kind() if kind is None else kind
   if operand_dtype is not None:
     dtype = operand_dtype

@@ -14,7 +14,10 @@ float32 points with the ``F16_F16_F32`` (or ``BF16_BF16_F32``) precision are
 loaded as float32 (for ``||x||^2``), scaled by a power of two per row and cast
 to 16 bits on chip, so the dot runs on the 16-bit tensor cores; each row's
 scores are multiplied back by that row's and the centroids' inverse scales
-(:mod:`flashkmeans_jax._half_dot`).
+(:mod:`flashkmeans_jax._half_dot`). With ``half_prepass`` (the default from
+K=4096 on) an XLA pass does the scaling and cast beforehand, which costs a
+temporary float16 copy of the points (half their float32 size) and runs the
+kernel on 16-bit loads.
 
 Padding: the centroids (small) are padded to whole tiles with bias ``+inf`` so
 padded centroids never win; the points are not copied: rows past N and
@@ -59,11 +62,16 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
 
 
 def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, block_d,
-                         n_k_tiles, metric, precision, deferred_argmin, op_dtype):
+                         n_k_tiles, metric, precision, deferred_argmin, op_dtype, prescaled):
   # op_dtype: None (the dot takes x as loaded), float16 (scaled, with the
   # centroids' inverse scale in an extra input) or bfloat16 (cast only).
+  # prescaled: x already holds the scaled float16 rows; their inverse scales
+  # and float32 squared norms come as two more inputs.
   scaled = op_dtype is not None and jnp.dtype(op_dtype) == jnp.float16
-  if scaled:
+  row_inverse_ref = xsq_ref = None
+  if prescaled:
+    c_inverse_ref, row_inverse_ref, xsq_ref, labels_ref, dist_ref = refs
+  elif scaled:
     c_inverse_ref, labels_ref, dist_ref = refs
   else:
     labels_ref, dist_ref = refs
@@ -83,7 +91,13 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, 
   def rowmax(xt):
     return jnp.max(jnp.abs(xt), axis=1)
 
-  if n_d_tiles == 1:
+  def load_rows(ref, other):
+    return plgpu.load(ref.at[pl.ds(row0, block_n)], mask=row_mask, other=other)
+
+  if prescaled:
+    x_tile = load_x(0) if n_d_tiles == 1 else None
+    xsq = load_rows(xsq_ref, 0.0)
+  elif n_d_tiles == 1:
     x_tile = load_x(0)  # stays on chip for the whole centroid sweep
     xsq = sqnorm(x_tile)
     amax = rowmax(x_tile) if scaled else None
@@ -98,7 +112,9 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, 
 
   row_factor = None
   to_operand = lambda xt: xt  # noqa: E731
-  if scaled:
+  if prescaled:
+    row_factor = load_rows(row_inverse_ref, 1.0) * jnp.max(c_inverse_ref[...])
+  elif scaled:
     row_scale, row_inverse = _half_dot.pow2_scale(amax)
     # Both factors are powers of two: the product and the rescaled scores are
     # exact (the centroids' inverse is one value, repeated to a tile shape).
@@ -189,6 +205,7 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   exact = precision == lax.DotAlgorithmPreset.TF32_TF32_F32_X3
   cfg = config or config_mod.assign_config(n, k, d, x.dtype, exact_f32=exact,
                                            operand_dtype=op_dtype)
+  prescaled = cfg.half_prepass and op_dtype is not None and jnp.dtype(op_dtype) == jnp.float16
   dp = max(16, config_mod.next_pow2(d))
   block_d = min(cfg.block_d, dp)
   block_k = min(cfg.block_k, max(16, config_mod.next_pow2(k)))
@@ -202,13 +219,18 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
     c, c_inverse = _half_dot.scale_matrix(c, op_dtype)
     if jnp.dtype(op_dtype) == jnp.float16:
       extra = (jnp.full((16,), c_inverse, jnp.float32),)
+    if prescaled:
+      xsq = _metric.row_sqnorm(x)
+      x, row_inverse = _half_dot.scale_rows(x, op_dtype)
+      extra += (row_inverse, xsq)
   c = jnp.pad(c, ((0, k_pad - k), (0, dp - d)))
   bias = jnp.pad(bias, (0, k_pad - k), constant_values=jnp.inf)
 
   kernel = functools.partial(
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
       n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
-      deferred_argmin=cfg.deferred_argmin, op_dtype=op_dtype)
+      deferred_argmin=cfg.deferred_argmin, op_dtype=None if prescaled else op_dtype,
+      prescaled=prescaled)
   return pl.pallas_call(
       kernel,
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),

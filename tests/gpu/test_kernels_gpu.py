@@ -51,6 +51,22 @@ def test_assign_half_operands(n, k, d, magnitude, metric, precision):
   np.testing.assert_allclose(np.asarray(dist), np.asarray(dx), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("n,k,d", [(1000, 100, 96), (4099, 300, 512), (70_001, 1000, 128)])
+def test_half_prepass_matches_on_chip_scaling(n, k, d):
+  import dataclasses
+  x, c = cases.half_inputs(n, k, d, 1e8)
+  cfg = dataclasses.replace(config.assign_config(n, k, d, jnp.float32,
+                                                 operand_dtype=jnp.float16), half_prepass=True)
+  for metric in cases.METRICS:
+    l, dist = flash_assign.flash_assign(x, c, metric=metric, precision="F16_F16_F32",
+                                        config=cfg)
+    lr, dr = flash_assign.flash_assign(x, c, metric=metric, precision="F16_F16_F32")
+    assert float((l == lr).mean()) > 0.999
+    np.testing.assert_allclose(np.asarray(dist), np.asarray(dr), rtol=1e-5, atol=1e-5)
+    tol = cases.rtol_for(jnp.float32)
+    helpers.assert_labels_match(np.asarray(x), np.asarray(c), l, metric, rtol=tol, atol=tol)
+
+
 def test_half_operands_as_accurate_as_tf32():
   # Random data, K=1024: F16_F16_F32 disagrees with float64 no more often
   # than the default TF32 does (both keep 10 mantissa bits).
