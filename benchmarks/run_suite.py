@@ -65,17 +65,17 @@ def per_iter_ms(run, t1, t2, reps=3):
   return (b - a) * 1e3 / (t2 - t1)
 
 
-def ours(x, c, k, impl):
+def ours(x, c, k, impl, precision=None):
   b = x.shape[0]
   key = jax.random.key(0)
 
   def run(iters):
     if b == 1:
       r = fk.kmeans(key, x[0], k, init=c[0], max_iter=iters, tol=0.0, impl=impl,
-                    check_finite=False)
+                    precision=precision, check_finite=False)
     else:
       r = fk.batched_kmeans(key, x, k, init=c, max_iter=iters, tol=0.0, impl=impl,
-                            check_finite=False)
+                            precision=precision, check_finite=False)
     jax.block_until_ready(r)
     n_iter = np.asarray(r.n_iter)
     assert np.all(n_iter == iters), f"stopped early: {n_iter} != {iters}"
@@ -194,6 +194,12 @@ def row(b, n, k, d, dtype_name, ceilings, skip_xla=False, reps=3):
   fa = jax.jit(jax.vmap(lambda x, c: flash_assign.flash_assign(x, c)))
   rec["ours_assign_ms"] = _timing.time_jax(fa, x, c, reps=5, inner=3)
   rec["ours_assign_tflops"] = flops / rec["ours_assign_ms"] / 1e9
+  if dtype_name == "float32":
+    # float32 on float16 operands (same 10-bit mantissa as the default TF32).
+    f16 = "F16_F16_F32"
+    rec["ours_f16ops_ms"] = per_iter_ms(ours(x, c, k, None, f16), t1, t2, reps)
+    fh = jax.jit(jax.vmap(lambda x, c: flash_assign.flash_assign(x, c, precision=f16)))
+    rec["ours_f16ops_assign_ms"] = _timing.time_jax(fh, x, c, reps=5, inner=3)
   if not skip_xla:
     try:
       rec["xla_ms"] = per_iter_ms(ours(x, c, k, "xla"), t1, t2, reps)
@@ -223,6 +229,8 @@ def row(b, n, k, d, dtype_name, ceilings, skip_xla=False, reps=3):
     rec["official_error"] = repr(e)[:300]
   if "official_ms" in rec:
     rec["official_over_ours"] = rec["official_ms"] / rec["ours_ms"]
+  if "official_ms" in rec and "ours_f16ops_ms" in rec:
+    rec["official_over_ours_f16ops"] = rec["official_ms"] / rec["ours_f16ops_ms"]
   if "xla_ms" in rec:
     rec["xla_over_ours"] = rec["xla_ms"] / rec["ours_ms"]
   del x, c
