@@ -30,6 +30,28 @@ def test_streaming_equals_in_memory(method):
   assert int(st.n_iter) == int(mem.n_iter) == 5
 
 
+@pytest.mark.parametrize("k", [256, 4096])  # the on-chip cast, and the XLA pre-pass
+def test_streaming_float32_half_operands_equals_in_memory(k):
+  # float32 data at 1e6 (beyond float16's range unscaled), F16_F16_F32 in
+  # both drivers; interleaved resident and streamed chunks; twice in a row
+  # to check the streamed order is fixed (same bits).
+  rng = np.random.default_rng(3)
+  centers = rng.normal(size=(k, 64)) * 4e6
+  x = (centers[rng.integers(0, k, 200_000)] + rng.normal(size=(200_000, 64)) * 1e6)
+  x = x.astype(np.float32)
+  # One start near each true center: no cluster is split between two
+  # centroids, so no labels sit on near-ties that summation order could flip.
+  init = (centers + rng.normal(size=centers.shape) * 1e5).astype(np.float32)
+  kw = dict(init=init, max_iter=4, tol=0.0, precision="F16_F16_F32")
+  mem = fk.kmeans(jax.random.key(0), jnp.asarray(x), k, **{**kw, "init": jnp.asarray(init)})
+  runs = [fk.kmeans_streaming(jax.random.key(0), x, k, chunk_size=30_000,
+                              device_budget_bytes=x.nbytes // 2, **kw) for _ in range(2)]
+  np.testing.assert_array_equal(np.asarray(runs[0].labels), np.asarray(mem.labels))
+  np.testing.assert_allclose(np.asarray(runs[0].centroids), np.asarray(mem.centroids),
+                             rtol=1e-4, atol=1e-4 * 4e6)
+  np.testing.assert_array_equal(np.asarray(runs[0].centroids), np.asarray(runs[1].centroids))
+
+
 def test_kmeans_bit_identical_across_runs():
   # No atomics anywhere in the default GPU path: two runs agree to the bit.
   rng = np.random.default_rng(2)
