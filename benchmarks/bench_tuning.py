@@ -16,6 +16,8 @@ float32; labels must match.
 ``--half``: float32 points on 16-bit operands (``precision="F16_F16_F32"`` /
 ``"BF16_BF16_F32"``) against TF32 and against float16 points, a tile sweep
 for the F16 path, and how often each precision's labels differ from float64.
+``--half-kmeans``: whole ``kmeans`` iterations of float32 points with TF32
+and with ``F16_F16_F32``, and XLA's temporary memory of each compiled call.
 ``--peaks``: dense bfloat16 and TF32 matmul rates of the card.
 
 Every row is printed as a JSON line and all rows are written to ``--out``.
@@ -294,6 +296,23 @@ def half_operands(sweep=True, accuracy=True):
   emit(rec)
 
 
+def half_kmeans():
+  """ms per Lloyd iteration and compiled temporaries, TF32 against F16_F16_F32."""
+  from benchmarks import run_suite
+  for n, k in ((N, K), (1 << 18, 8192), (N, 8192)):
+    x = jax.random.normal(jax.random.key(1), (1, n, D), jnp.float32)
+    c = x[:, :k, :]
+    for precision in (None, "F16_F16_F32"):
+      ms = run_suite.per_iter_ms(run_suite.ours(x, c, k, None, precision), 2, 12, 3)
+      key = jax.random.key(0)
+      f = jax.jit(lambda x, c, k=k, p=precision: fk.kmeans(
+          key, x[0], k, init=c[0], max_iter=12, tol=0.0, precision=p, check_finite=False))
+      m = f.lower(x, c).compile().memory_analysis()
+      emit(dict(kind="half_kmeans", n=n, k=k, d=D, precision=precision, ms_per_iter=ms,
+                temp_mib=m.temp_size_in_bytes / 2**20,
+                argument_mib=m.argument_size_in_bytes / 2**20))
+
+
 def peaks():
   n = 8192
   out = dict(kind="peaks")
@@ -314,6 +333,8 @@ def main():
   ap.add_argument("--float32", action="store_true", help="TF32 assign sweep")
   ap.add_argument("--peaks", action="store_true")
   ap.add_argument("--half", action="store_true", help="float32 on 16-bit operands")
+  ap.add_argument("--half-kmeans", action="store_true",
+                  help="kmeans iterations and memory, TF32 against F16_F16_F32")
   ap.add_argument("--no-sweep", action="store_true",
                   help="with --half: the speed table only (no tile sweep, no accuracy)")
   ap.add_argument("--stage1", action="store_true", help="num_stages=1 assign configs")
@@ -328,6 +349,8 @@ def main():
       peaks()
     if args.half:
       half_operands(sweep=not args.no_sweep, accuracy=not args.no_sweep)
+    if args.half_kmeans:
+      half_kmeans()
     if args.sort:
       sort_variants()
     if args.variant:
