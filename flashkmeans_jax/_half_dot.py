@@ -7,7 +7,8 @@ mantissa bits (rounding to nearest) and runs at twice the TF32 tensor-core
 rate, but only over 2^-14 .. 65504. Scaling every point row and the centroid
 matrix by a power of two so that its largest magnitude lies in [2^14, 2^15)
 removes the range problem: a power-of-two scale changes no mantissa, so each
-operand rounds exactly as it would in TF32 (to nearest), except entries below
+operand keeps the 11 significant bits TF32 keeps (rounded to nearest even;
+the TF32 conversion may break ties differently), except entries below
 2^-28 of their row's (or the centroids') largest one, which float16 keeps as
 subnormals with an absolute error of at most 2^-25 of that largest entry.
 The product of the two scales is undone on the float32 result, exactly.
@@ -34,7 +35,7 @@ _PRESETS = {
     lax.DotAlgorithmPreset.BF16_BF16_F32: jnp.bfloat16,
 }
 
-# Scaled magnitudes land in [2^_TOP - 1, 2^_TOP): 2^15 < 65504, so rounding to
+# Scaled maxima land in [2^(_TOP - 1), 2^_TOP): 2^15 < 65504, so rounding to
 # float16 never overflows.
 _TOP = 15
 
