@@ -45,20 +45,32 @@ def _operands(x, centroids, metric, precision):
   return c_op, bias, c_inverse
 
 
-def _scores(xb, c, bias, precision, c_inverse=None):
-  """``bias - xb . c^T`` in float32 (float64 for float64 input)."""
+def _scores(xb, c, bias, precision, row_factor=None):
+  """``bias - xb . c^T`` in float32 (float64 for float64 input).
+
+  ``row_factor`` is given when ``xb`` and ``c`` are scaled 16-bit operands
+  (:func:`_half_operands`): it undoes both scales on each row's dots.
+  """
   acc = _acc_dtype(xb.dtype)
   dims = (((1,), (1,)), ((), ()))
-  if c_inverse is not None:
-    x_op, x_inverse = _half_dot.scale_rows(xb, c.dtype)
-    dots = lax.dot_general(x_op, c, dims, preferred_element_type=jnp.float32)
-    return bias[None, :] - dots * (x_inverse * c_inverse)[:, None]
+  if row_factor is not None:
+    dots = lax.dot_general(xb, c, dims, preferred_element_type=jnp.float32)
+    return bias[None, :] - dots * row_factor[:, None]
   dots = lax.dot_general(xb, c, dims, precision=precision, preferred_element_type=acc)
   return bias.astype(acc)[None, :] - dots
 
 
-def _argmin_tile(xb, c, bias, precision, c_inverse=None):
-  s = _scores(xb, c, bias, precision, c_inverse)
+def _half_operands(xb, c, c_inverse):
+  """``(x operand, row factor)``: ``xb`` scaled once per row for the 16-bit
+  dot against every centroid tile, or ``(xb, None)`` on the plain path."""
+  if c_inverse is None:
+    return xb, None
+  x_op, x_inverse = _half_dot.scale_rows(xb, c.dtype)
+  return x_op, x_inverse * c_inverse
+
+
+def _argmin_tile(xb, c, bias, precision, row_factor=None):
+  s = _scores(xb, c, bias, precision, row_factor)
   arg = jnp.argmin(s, axis=1).astype(jnp.int32)
   best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
   return best, arg
@@ -73,8 +85,9 @@ def _clamped_start(i, tile, total):
 
 def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
   k = c.shape[0]
+  x_op, row_factor = _half_operands(xb, c, c_inverse)
   if k <= tile_k:
-    best, arg = _argmin_tile(xb, c, bias, precision, c_inverse)
+    best, arg = _argmin_tile(x_op, c, bias, precision, row_factor)
   else:
     n_tiles = pl_cdiv(k, tile_k)
 
@@ -83,7 +96,7 @@ def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
       start = _clamped_start(j, tile_k, k)
       cj = lax.dynamic_slice_in_dim(c, start, tile_k)
       bj = lax.dynamic_slice_in_dim(bias, start, tile_k)
-      tbest, targ = _argmin_tile(xb, cj, bj, precision, c_inverse)
+      tbest, targ = _argmin_tile(x_op, cj, bj, precision, row_factor)
       better = tbest < best
       return jnp.where(better, tbest, best), jnp.where(better, targ + start, arg)
 
@@ -142,7 +155,8 @@ def assign_reference(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuc
   """Dense plain-JAX reference: builds the full ``[N, K]`` score matrix."""
   precision = _dispatch.resolve_precision(precision)
   c, bias, c_inverse = _operands(x, centroids, metric, precision)
-  best, arg = _argmin_tile(x, c, bias, precision, c_inverse)
+  x_op, row_factor = _half_operands(x, c, c_inverse)
+  best, arg = _argmin_tile(x_op, c, bias, precision, row_factor)
   dist = _metric.finish_distance(best, _metric.row_sqnorm(x).astype(best.dtype), metric)
   return arg, dist.astype(jnp.float32)
 
