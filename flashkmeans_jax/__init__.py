@@ -6,18 +6,17 @@ sort-inverse aggregation on GPU), which :func:`kmeans` runs inside one
 compiled ``lax.while_loop``.
 """
 
-from flashkmeans_jax._types import KMeansResult
 from flashkmeans_jax._version import __version__
-from flashkmeans_jax.assignment import assign
-from flashkmeans_jax.seeding import init_kmeans_plusplus, init_random
-from flashkmeans_jax.lloyd import batched_kmeans, kmeans
-from flashkmeans_jax.centroid_update import cluster_sums, finalize_centroids, update
-from flashkmeans_jax.streaming import assign_streaming, kmeans_streaming
-from flashkmeans_jax.estimator import KMeans
-from flashkmeans_jax.distributed import (allreduce_sums, psum_sums, sharded_assign,
+from flashkmeans_jax.api.checked import checked_batched_kmeans, checked_kmeans
+from flashkmeans_jax.api.kmeans import batched_kmeans, kmeans
+from flashkmeans_jax.api.ops import (assign, cluster_sums, finalize_centroids,
+                                     init_kmeans_plusplus, init_random, update)
+from flashkmeans_jax.api.sharded import (allreduce_sums, psum_sums, sharded_assign,
                                          sharded_init_kmeans_plusplus, sharded_kmeans,
                                          sharded_update)
-from flashkmeans_jax.checked import checked_batched_kmeans, checked_kmeans
+from flashkmeans_jax.api.streaming import assign_streaming, kmeans_streaming
+from flashkmeans_jax.core.types import KMeansResult
+from flashkmeans_jax.estimator import KMeans
 
 __all__ = [
     "KMeans",

@@ -243,7 +243,7 @@ def _fmt_bytes(n: int) -> str:
 def _assign_chunks(x, centroids, metric, impl, precision, out, chunk):
   """Labels of a host array, ``chunk`` rows at a time, into ``out``."""
   import jax.numpy as jnp
-  from flashkmeans_jax.assignment import assign
+  from flashkmeans_jax.api.ops import assign
   c = jnp.asarray(centroids)
   for s in range(0, x.shape[0], chunk):
     xb = jnp.asarray(np.asarray(x[s:s + chunk]).astype(np.dtype(c.dtype)))
@@ -255,9 +255,10 @@ def _assign_chunks(x, centroids, metric, impl, precision, out, chunk):
 def _cluster(args) -> int:
   import jax
   import jax.numpy as jnp
-  from flashkmeans_jax import _dispatch
-  from flashkmeans_jax.estimator import _target_dtype
-  from flashkmeans_jax.lloyd import kmeans
+  from flashkmeans_jax.api.kmeans import kmeans
+  from flashkmeans_jax.api.streaming import kmeans_streaming
+  from flashkmeans_jax.core import validation
+  from flashkmeans_jax.lloyd.loop import best_of_runs
 
   if args.clusters is None:
     raise CLIError("-k/--clusters is required with an input file")
@@ -269,8 +270,8 @@ def _cluster(args) -> int:
   k = args.clusters
   if not 1 <= k <= n:
     raise CLIError(f"-k must be between 1 and N={n}, got {k}")
-  target = _target_dtype(np.dtype(x.dtype), args.dtype)
-  impl = _dispatch.resolve_impl(args.impl)
+  target = validation.target_dtype(np.dtype(x.dtype), args.dtype)
+  impl = validation.resolve_impl(args.impl)
   if args.init in ("k-means++", "random"):
     init = args.init
   else:
@@ -284,15 +285,6 @@ def _cluster(args) -> int:
   stream_above = (device_memory_bytes() // 4 if args.stream_above == "auto"
                   else parse_size(args.stream_above))
   streaming = x.nbytes > stream_above
-  kmeans_streaming = None
-  if streaming:
-    try:
-      from flashkmeans_jax.streaming import kmeans_streaming
-    except ImportError:
-      streaming = False
-      print(f"{PROG}: note: the input ({_fmt_bytes(x.nbytes)}) is above --stream-above "
-            f"({_fmt_bytes(stream_above)}) but this installation has no "
-            "flashkmeans_jax.streaming; loading it all into device memory", file=sys.stderr)
   if args.chunk_size is not None and args.chunk_size < 1:
     raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
 
@@ -309,16 +301,12 @@ def _cluster(args) -> int:
         labels_tmp = _new_tmp(labels_out, pending)
         labels_mm = np.lib.format.open_memmap(labels_tmp, mode="w+", dtype=np.int32,
                                               shape=(n,))
-      res = None
       keys = jax.random.split(key, n_init) if n_init > 1 else [key]
-      for sub in keys:
-        # The host array goes as stored (a memmap stays a memmap); chunks are
-        # cast on their way to the device.
-        r = kmeans_streaming(sub, x, k,
-                             chunk_size=args.chunk_size,
-                             labels_out=labels_mm if n_init == 1 else None, **common)
-        if res is None or float(r.inertia) < float(res.inertia):
-          res = r
+      # The host array goes as stored (a memmap stays a memmap); chunks are
+      # cast on their way to the device.
+      res = best_of_runs([kmeans_streaming(sub, x, k, chunk_size=args.chunk_size,
+                                           labels_out=labels_mm if n_init == 1 else None,
+                                           **common) for sub in keys])
       centroids = np.asarray(res.centroids)
       if labels_mm is not None and n_init > 1:
         _assign_chunks(x, centroids, args.metric, impl, args.precision, labels_mm,

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flashkmeans_jax import _dispatch
-from flashkmeans_jax.lloyd import kmeans
+from flashkmeans_jax.api.kmeans import kmeans
+from flashkmeans_jax.api.ops import init_kmeans_plusplus
+from flashkmeans_jax.core import validation
 
 
 def _datasets():
@@ -30,7 +31,7 @@ def run_demo(seed: int = 0, max_iter: int = 100) -> list[dict]:
   from sklearn.cluster import KMeans as SkKMeans
   from sklearn.metrics import adjusted_rand_score
 
-  impl = _dispatch.resolve_impl(None)
+  impl = validation.resolve_impl(None)
   dev = jax.devices()[0]
   print(f"flashkmeans-jax demo on {dev.platform}:{dev.device_kind} (impl={impl})")
   rows = []
@@ -49,7 +50,6 @@ def run_demo(seed: int = 0, max_iter: int = 100) -> list[dict]:
 
     # scikit-learn from this run's own k-means++ seeds: both then follow the
     # same Lloyd trajectory.
-    from flashkmeans_jax.seeding import init_kmeans_plusplus
     c0 = np.asarray(init_kmeans_plusplus(key, xj, k))
     sk = SkKMeans(k, init=c0, n_init=1, max_iter=max_iter, tol=1e-4, algorithm="lloyd").fit(x)
     res_same = kmeans(key, xj, k, init=jnp.asarray(c0), max_iter=max_iter, tol=1e-4)

@@ -39,10 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flashkmeans_jax import _checks
-from flashkmeans_jax import _dispatch
-from flashkmeans_jax.assignment import assign
-from flashkmeans_jax.lloyd import kmeans
+from flashkmeans_jax.api.kmeans import kmeans
+from flashkmeans_jax.api.ops import assign
+from flashkmeans_jax.api.streaming import kmeans_streaming
+from flashkmeans_jax.core import validation
+from flashkmeans_jax.lloyd.loop import best_of_runs
 
 __all__ = ["KMeans"]
 
@@ -103,24 +104,12 @@ except ImportError:  # pragma: no cover - exercised by the no-sklearn test
 
 NotFittedError = _NotFittedError
 
-_KEEP_DTYPES = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16), np.dtype(jnp.float32))
 # Bytes of float32 distances one transform tile may hold on the device.
 _TRANSFORM_TILE_BYTES = 16 * 1024 * 1024
 
 
 def _is_jax_array(x: Any) -> bool:
   return isinstance(x, jax.Array)
-
-
-def _target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
-  """The dtype the data is clustered in (see ``KMeans(dtype=...)``)."""
-  if dtype is None:
-    return in_dtype if in_dtype in _KEEP_DTYPES else np.dtype(np.float32)
-  dt = np.dtype(jnp.dtype(dtype))
-  if dt not in _KEEP_DTYPES:
-    raise ValueError(
-        f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")
-  return dt
 
 
 def _seed_from_random_state(random_state: Any) -> int:
@@ -285,7 +274,7 @@ class KMeans(*_BASES):
         x = x.astype(np.float64)
       self._check_shape(x, reset)
     if reset:
-      target = _target_dtype(np.dtype(x.dtype), self.dtype)
+      target = validation.target_dtype(np.dtype(x.dtype), self.dtype)
     else:
       target = np.dtype(self.cluster_centers_.dtype)
     if host:
@@ -294,7 +283,7 @@ class KMeans(*_BASES):
     x = jnp.asarray(x)
     x = x if x.dtype == target else x.astype(target)
     if not finite_checked:
-      _checks.check_finite(x, "X")
+      validation.check_finite(x, "X")
     return x
 
   def _check_sample_weight(self, sample_weight: Any, n: int):
@@ -324,7 +313,7 @@ class KMeans(*_BASES):
   def _init_arg(self, x, k: int, seed: int):
     init = self.init
     if isinstance(init, str):
-      return _checks.check_init_name(init)
+      return validation.check_init_name(init)
     if callable(init):
       init = init(np.asarray(x), k, np.random.RandomState(seed))
     c = np.asarray(init, dtype=np.float32)
@@ -339,7 +328,7 @@ class KMeans(*_BASES):
       if self.n_init != "auto":
         raise ValueError(f"n_init must be a positive int or 'auto', got {self.n_init!r}")
       return 10 if (isinstance(self.init, str) and self.init == "random") else 1
-    n_init = _checks.check_positive_int(self.n_init, "n_init")
+    n_init = validation.check_positive_int(self.n_init, "n_init")
     return n_init if isinstance(self.init, str) else 1
 
   # ------------------------------------------------------------------- fit
@@ -349,13 +338,13 @@ class KMeans(*_BASES):
     streaming = self.chunk_size is not None
     x = self._validate_X(X, reset=True, host=streaming)
     n = x.shape[0]
-    k = _checks.check_k(self.n_clusters, name="n_clusters")
+    k = validation.check_k(self.n_clusters, name="n_clusters")
     if n < k:
       raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
-    metric = _checks.check_metric(self.metric)
-    max_iter = _checks.check_positive_int(self.max_iter, "max_iter")
-    tol = _checks.check_tol(self.tol)
-    impl = _dispatch.resolve_impl(self.impl)
+    metric = validation.check_metric(self.metric)
+    max_iter = validation.check_positive_int(self.max_iter, "max_iter")
+    tol = validation.check_tol(self.tol)
+    impl = validation.resolve_impl(self.impl)
     n_init = self._n_init()
     w = self._check_sample_weight(sample_weight, n)
     seed = _seed_from_random_state(self.random_state)
@@ -379,21 +368,12 @@ class KMeans(*_BASES):
     return self
 
   def _fit_streaming(self, key, x, k, init, n_init, max_iter, tol, metric, w, impl):
-    try:
-      from flashkmeans_jax.streaming import kmeans_streaming
-    except ImportError as e:
-      raise ImportError(
-          "chunk_size needs flashkmeans_jax.streaming.kmeans_streaming, which this "
-          f"installation lacks ({e}); leave chunk_size=None to fit in device memory") from e
-    chunk = _checks.check_positive_int(self.chunk_size, "chunk_size")
-    best = None
-    for sub in (jax.random.split(key, n_init) if n_init > 1 else [key]):
-      res = kmeans_streaming(sub, x, k, chunk_size=chunk, init=init, max_iter=max_iter,
+    chunk = validation.check_positive_int(self.chunk_size, "chunk_size")
+    runs = [kmeans_streaming(sub, x, k, chunk_size=chunk, init=init, max_iter=max_iter,
                              tol=tol, metric=metric, weights=w, impl=impl,
                              precision=self.precision, verbose=bool(self.verbose))
-      if best is None or float(res.inertia) < float(best.inertia):
-        best = res
-    return best
+            for sub in (jax.random.split(key, n_init) if n_init > 1 else [key])]
+    return best_of_runs(runs)
 
   # --------------------------------------------------------------- predict
   def predict(self, X: Any) -> np.ndarray:

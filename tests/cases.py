@@ -83,7 +83,7 @@ def check_assign_config(cfg, interpret):
   """One tiling of the FlashAssign kernel against float64: duplicate centroids
   in the same tile (other columns) and in other tiles (same column), so both
   tie rules of the kernel are exercised, plus a partial last row tile."""
-  from flashkmeans_jax.kernels import flash_assign
+  from flashkmeans_jax.ops.assign import pallas_triton as flash_assign
   rng = np.random.default_rng(5)
   base = rng.normal(size=(5, 40)).astype(np.float32)
   # Copy i of centroid j sits at index 16*i + j (the other rows of each block
@@ -106,7 +106,8 @@ def check_assign_config(cfg, interpret):
 def check_update_config(cfg, interpret):
   """One tiling of the sort-inverse update against float64: a cluster larger
   than many items, empty clusters, weights and a NaN row (weight 0)."""
-  from flashkmeans_jax.kernels import sorted_update
+  from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
+  from flashkmeans_jax.ops.cluster_sums import sort as label_sort
   rng = np.random.default_rng(6)
   n, d, k = 2500, 40, 30
   x = rng.normal(size=(n, d)).astype(np.float32)
@@ -129,9 +130,10 @@ def check_update_config(cfg, interpret):
 def check_stable_label_sort(labels, k):
   """``sort_by_label`` against NumPy's stable argsort, for ``labels [N]``, or
   under ``vmap`` for ``labels [B, N]``."""
-  from flashkmeans_jax.kernels import sorted_update
+  from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
+  from flashkmeans_jax.ops.cluster_sums import sort as label_sort
   labels = np.asarray(labels, np.int32)
-  sort = lambda l: sorted_update.sort_by_label(l, k)  # noqa: E731
+  sort = lambda l: label_sort.sort_by_label(l, k)  # noqa: E731
   perm, sorted_labels = (sort if labels.ndim == 1 else jax.vmap(sort))(jnp.asarray(labels))
   assert perm.dtype == jnp.int32 and sorted_labels.dtype == jnp.int32
   for row, p, sl in zip(labels.reshape(-1, labels.shape[-1]),

@@ -36,7 +36,7 @@ def main():
                              process_id=pid, initialization_timeout=60)
   from jax.sharding import NamedSharding, PartitionSpec as P
   import flashkmeans_jax as fk
-  from flashkmeans_jax import distributed
+  from flashkmeans_jax.api import sharded as distributed
   from jax.experimental import multihost_utils
 
   x, init, k = problem()

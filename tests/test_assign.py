@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import _metric
-from flashkmeans_jax import assignment
+from flashkmeans_jax.core import metric as _metric
+from flashkmeans_jax.ops.assign import reference as assign_reference_mod
+from flashkmeans_jax.ops.assign import xla as assignment
 from tests import cases, helpers
 
 IMPL = "xla"
@@ -53,7 +54,7 @@ def test_tiled_path_matches_dense_reference(metric, dtype):
   c = jnp.asarray(rng.normal(size=(100, 24)), cases.DTYPES[dtype])
   lt, dt = assignment.assign_xla(x, c, metric=metric, precision="highest", tile_n=64,
                                  tile_k=16)
-  lr, dr = assignment.assign_reference(x, c, metric=metric, precision="highest")
+  lr, dr = assign_reference_mod.assign_reference(x, c, metric=metric, precision="highest")
   np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
   np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
   # And both against float64 on the values the dot saw.
@@ -73,7 +74,7 @@ def test_tiled_path_any_tile_sizes(tile_n, tile_k):
   x = jnp.asarray(rng.normal(size=(1000, 5)), jnp.float32)
   c = jnp.asarray(rng.normal(size=(100, 5)), jnp.float32)
   lt, dt = assignment.assign_xla(x, c, precision="highest", tile_n=tile_n, tile_k=tile_k)
-  lr, dr = assignment.assign_reference(x, c, precision="highest")
+  lr, dr = assign_reference_mod.assign_reference(x, c, precision="highest")
   np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
   np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
 

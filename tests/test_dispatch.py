@@ -2,12 +2,13 @@
 
 import pytest
 
-from flashkmeans_jax import _dispatch
+from flashkmeans_jax.core import device
+from flashkmeans_jax.core import dispatch as _dispatch
 
 
 @pytest.fixture
 def on_cuda(monkeypatch):
-  monkeypatch.setattr(_dispatch, "_on_cuda", lambda: True)
+  monkeypatch.setattr(device, "on_cuda", lambda: True)
 
 
 def test_off_cuda_is_xla():
@@ -30,11 +31,10 @@ def test_threshold(on_cuda, n, k, batch, expect):
 def test_batched_kmeans_counts_members_and_restarts(on_cuda, monkeypatch):
   import jax.numpy as jnp
 
-  from flashkmeans_jax import lloyd
+  from flashkmeans_jax.core import validation
   seen = []
   monkeypatch.setattr(_dispatch, "resolve_impl",
                       lambda impl, n=None, k=None, batch=1: seen.append(batch) or "xla")
   x = jnp.zeros((4, 64, 3), jnp.float32)
-  lloyd._normalise_args(x, 5, "random", 10, 1e-4, "sqeuclidean", None, 3, "keep", None,
-                        None, batch=(4,))
+  validation.lloyd_options(x, 5, init="random", n_init=3, batch=(4,))
   assert seen == [12]  # 4 members x 3 restarts

@@ -15,7 +15,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import distributed
+from flashkmeans_jax.api import sharded as distributed
 from tests.helpers import make_blobs
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")

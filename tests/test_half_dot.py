@@ -10,7 +10,7 @@ from jax import lax
 from sklearn.metrics import adjusted_rand_score
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import _half_dot
+from flashkmeans_jax.core import half_dot as _half_dot
 from tests import cases, helpers
 
 

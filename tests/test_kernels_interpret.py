@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax.kernels import config, flash_assign, sorted_update
+from flashkmeans_jax.ops.assign import config
+from flashkmeans_jax.ops.assign import pallas_triton as flash_assign
+from flashkmeans_jax.ops.cluster_sums import config as update_config
+from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
+from flashkmeans_jax.ops.cluster_sums import sort as label_sort
 from tests import cases
 
 IMPL = "pallas_interpret"
@@ -67,9 +71,9 @@ def test_assign_config_ties(cfg):
 
 
 @pytest.mark.parametrize("cfg", [
-    config.UpdateConfig(rows_per_item=64, block_rows=16, block_d=16),
-    config.UpdateConfig(rows_per_item=64, block_rows=64, block_d=64, fold_rows=True),
-    config.UpdateConfig(rows_per_item=128, block_rows=32, block_d=16, fold_rows=True),
+    update_config.UpdateConfig(rows_per_item=64, block_rows=16, block_d=16),
+    update_config.UpdateConfig(rows_per_item=64, block_rows=64, block_d=64, fold_rows=True),
+    update_config.UpdateConfig(rows_per_item=128, block_rows=32, block_d=16, fold_rows=True),
 ])
 def test_update_configs(cfg):
   cases.check_update_config(cfg, interpret=True)

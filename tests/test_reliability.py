@@ -27,7 +27,7 @@ from jax import lax
 from jax.experimental import checkify
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import checked
+from flashkmeans_jax.api import checked
 from tests import helpers
 
 IMPL = "xla"

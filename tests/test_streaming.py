@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from flashkmeans_jax import assign, assign_streaming, kmeans, kmeans_streaming
-from flashkmeans_jax import streaming
-from flashkmeans_jax.streaming_io import StreamingReadError
+from flashkmeans_jax.drivers.streaming import driver as streaming
+from flashkmeans_jax.drivers.streaming.host_io import StreamingReadError
 from tests import helpers
 
 N, D, K = 1000, 8, 5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import centroid_update
+from flashkmeans_jax.ops.cluster_sums import xla as centroid_update
 from tests import cases
 
 IMPL = "xla"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax import distributed
+from flashkmeans_jax.api import sharded as distributed
 from tests.helpers import make_blobs
 
 pytestmark = [pytest.mark.gpu,

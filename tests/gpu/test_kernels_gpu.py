@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax.kernels import config, flash_assign
+from flashkmeans_jax.ops.assign import config
+from flashkmeans_jax.ops.assign import pallas_triton as flash_assign
+from flashkmeans_jax.ops.cluster_sums import config as update_config
 from tests import cases, helpers
 
 pytestmark = pytest.mark.gpu
@@ -111,9 +113,9 @@ def test_assign_config_ties(cfg):
 
 
 @pytest.mark.parametrize("cfg", [
-    config.UpdateConfig(rows_per_item=256, block_rows=32, block_d=64),
-    config.UpdateConfig(rows_per_item=256, block_rows=256, block_d=64, fold_rows=True),
-    config.UpdateConfig(rows_per_item=128, block_rows=64, block_d=64, num_warps=4,
+    update_config.UpdateConfig(rows_per_item=256, block_rows=32, block_d=64),
+    update_config.UpdateConfig(rows_per_item=256, block_rows=256, block_d=64, fold_rows=True),
+    update_config.UpdateConfig(rows_per_item=128, block_rows=64, block_d=64, num_warps=4,
                         fold_rows=True),
 ])
 def test_update_configs(cfg):
@@ -134,7 +136,8 @@ def test_sort_by_label_stable_on_gpu(k):
 
 def test_sorted_update_bit_identical_across_runs():
   # The reduce kernel replaced XLA's scatter-add (atomics): same bits every run.
-  from flashkmeans_jax.kernels import sorted_update
+  from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
+  from flashkmeans_jax.ops.cluster_sums import sort as label_sort
   rng = np.random.default_rng(7)
   x = jnp.asarray(rng.normal(size=(300_000, 128)), jnp.float32)
   labels = jnp.asarray(np.minimum(rng.geometric(0.01, 300_000), 999), jnp.int32)
@@ -176,7 +179,7 @@ def test_kmeans_matches_xla(dtype):
 
 
 def test_kmeans_default_impl_is_pallas():
-  from flashkmeans_jax import _dispatch
+  from flashkmeans_jax.core import dispatch as _dispatch
   assert _dispatch.resolve_impl(None) == "pallas"
 
 

@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flashkmeans_jax import assignment as assign_mod
-from flashkmeans_jax import centroid_update as update_mod
+from flashkmeans_jax.lloyd import centroids as centroids_mod
+from flashkmeans_jax.lloyd import stats
+from flashkmeans_jax.ops.assign import api as assign_op
+from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
 
 __all__ = ["Cfg", "new_acc", "accumulate", "finalize", "tolerance"]
 
@@ -118,12 +120,11 @@ def accumulate(acc: dict, c: jax.Array, xb: jax.Array, wb: jax.Array | None, cfg
   Returns:
     ``(acc, labels int32[B], dist float32[B])``.
   """
-  labels, dist = assign_mod.assign(xb, c, metric=cfg.metric, impl=cfg.impl,
-                                   precision=cfg.precision, config=cfg.config)
+  labels, dist = assign_op.assign(xb, c, cfg.metric, cfg.impl, cfg.precision, cfg.config)
   out = dict(acc)
   out["inertia"] = acc["inertia"] + (jnp.sum(dist) if wb is None else jnp.sum(wb * dist))
   if "sums" in acc:
-    s, n = update_mod._cluster_sums(xb, labels, cfg.k, wb, cfg.impl)
+    s, n = cluster_sums_op.cluster_sums(xb, labels, cfg.k, wb, cfg.impl)
     out["sums"] = acc["sums"] + s
     out["counts"] = acc["counts"] + n
   if "cand_x" in acc:
@@ -142,8 +143,13 @@ def finalize(acc: dict, c: jax.Array, *, cfg: Cfg) -> tuple[jax.Array, jax.Array
   if cfg.empty == "farthest":
     extra = dict(x=acc["cand_x"], labels=acc["cand_lab"], dist=acc["cand_dist"],
                  weights=acc["cand_w"])
-  new_c, _ = update_mod.finalize_centroids(acc["sums"], acc["counts"], c, metric=cfg.metric,
-                                           empty=cfg.empty, **extra)
+  cand = None
+  if extra:
+    f = stats.Farthest(extra["x"], extra["labels"], extra["dist"], extra["weights"])
+    cand = lambda: f  # noqa: E731
+  total = stats.ClusterStats(acc["sums"], acc["counts"], acc["inertia"])
+  new_c, _ = centroids_mod.finalize(total, c, metric=cfg.metric, empty=cfg.empty,
+                                    candidates=cand)
   return new_c, jnp.sum(jnp.square(new_c - c))
 
 

@@ -28,97 +28,11 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from flashkmeans_jax.kernels import config as config_mod
+from flashkmeans_jax.core import tiling
+from flashkmeans_jax.ops.cluster_sums import config as config_mod
+from flashkmeans_jax.ops.cluster_sums import sort
 
-__all__ = ["sorted_cluster_sums", "work_items", "sort_by_label", "partial_sums",
-           "sorted_cluster_sums_reference"]
-
-
-def _bits(v: int) -> int:
-  return max(1, (int(v) - 1).bit_length())
-
-
-def _narrow_key_dtype(k: int):
-  """Narrowest unsigned dtype that holds a label below ``k`` (None: >16 bits)."""
-  if k <= 1 << 8:
-    return jnp.uint8
-  if k <= 1 << 16:
-    return jnp.uint16
-  return None
-
-
-def _sort_one(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """``(perm, labels[perm])`` for one ``int32[N]`` label vector, stable.
-
-  Up to 2^16 clusters the labels are narrowed to 8 or 16 bits and sorted
-  together with their indices: a radix sort needs one pass per key byte, so
-  this runs 1-2 passes instead of the 4 of a 32-bit key (measured on an H200
-  at N=2^20, K=1024: 0.066 ms against 0.091 ms for the packed 32-bit keys
-  below and 0.120 ms for ``argsort``). Otherwise ``label << bits(N) | index``
-  is sorted as one 32-bit key when it fits, else ``argsort``.
-  """
-  n = labels.shape[-1]
-  narrow = _narrow_key_dtype(k)
-  if narrow is not None:
-    keys, perm = lax.sort((labels.astype(narrow), jnp.arange(n, dtype=jnp.int32)),
-                          num_keys=1, is_stable=True)
-    return perm, keys.astype(jnp.int32)
-  shift = _bits(n)
-  if shift + _bits(k) <= 32:
-    keys = jnp.sort((labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32))
-    return ((keys & np.uint32((1 << shift) - 1)).astype(jnp.int32),
-            (keys >> shift).astype(jnp.int32))
-  perm = jnp.argsort(labels).astype(jnp.int32)
-  return perm, labels[perm]
-
-
-@functools.lru_cache(maxsize=None)
-def _label_sorter(k: int):
-  """:func:`_sort_one` whose batching stays one flat sort.
-
-  Under ``vmap`` a plain sort becomes a batched (segmented) sort, which XLA
-  runs as a comparison network, several times slower than a one-dimensional
-  radix sort. When ``member | label | index`` fits in 32 bits the batch is
-  sorted as one flat array of such keys instead: members never mix (the
-  member index is the most significant part) and each member's points come
-  back in its own row, in the same stable order as :func:`_sort_one`.
-  """
-
-  @jax.custom_batching.custom_vmap
-  def sort_labels(labels):
-    return _sort_one(labels, k)
-
-  @sort_labels.def_vmap
-  def _sort_labels_batched(axis_size, in_batched, labels):
-    if not in_batched[0]:
-      return sort_labels(labels), (False, False)
-    n = labels.shape[-1]
-    shift, kbits = _bits(n), _bits(k)
-    if shift + kbits + _bits(axis_size) > 32:
-      return jax.vmap(lambda l: _sort_one(l, k))(labels), (True, True)
-    member = jnp.arange(axis_size, dtype=jnp.uint32).reshape(
-        (axis_size,) + (1,) * (labels.ndim - 1)) << (shift + kbits)
-    keys = member | (labels.astype(jnp.uint32) << shift) | jnp.arange(n, dtype=jnp.uint32)
-    keys = jnp.sort(keys.reshape(-1)).reshape(labels.shape)
-    perm = (keys & np.uint32((1 << shift) - 1)).astype(jnp.int32)
-    sorted_labels = ((keys >> shift) & np.uint32((1 << kbits) - 1)).astype(jnp.int32)
-    return (perm, sorted_labels), (True, True)
-
-  return sort_labels
-
-
-def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """``(perm, labels[perm])``: the points in cluster order (stable: within a
-  cluster, points keep their index order).
-
-  Args:
-    labels: ``int32[N]`` in ``[0, k)``.
-    k: number of clusters.
-
-  Returns:
-    ``perm int32[N]`` and the sorted labels ``int32[N]``.
-  """
-  return _label_sorter(int(k))(labels.astype(jnp.int32))
+__all__ = ["sorted_cluster_sums", "work_items", "partial_sums", "reduce_items"]
 
 
 class WorkList(NamedTuple):
@@ -145,7 +59,7 @@ def work_items(labels: jax.Array, k: int, rows_per_item: int) -> WorkList:
     (``first_item``, ``n_items``).
   """
   n = labels.shape[0]
-  perm, sorted_labels = sort_by_label(labels, k)
+  perm, sorted_labels = sort.sort_by_label(labels, k)
   # "scan_unrolled": the default "scan" is a while loop, and on GPU every
   # trip of a while loop costs a host round-trip (measured: 1.08 ms for this
   # function at N=2^20, K=1024, against 0.17 ms for the kernel itself).
@@ -271,7 +185,7 @@ def partial_sums(x: jax.Array, perm: jax.Array, w: jax.Array, start: jax.Array,
   """The kernel: float32 sums ``[W, Dp]`` and weight sums ``[W]`` of the rows
   ``x[perm[start[w]:end[w]]]`` of every work item ``w``."""
   d = x.shape[1]
-  dp = max(16, config_mod.next_pow2(d))
+  dp = max(16, tiling.next_pow2(d))
   block_d = min(config.block_d, dp)
   n_items = start.shape[0]
   kernel = functools.partial(_sums_kernel, d=d, block_rows=config.block_rows, block_d=block_d,
@@ -308,7 +222,7 @@ def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   """
   n, d = x.shape
   cfg = config or config_mod.update_config(n, k, d, x.dtype)
-  dp = max(16, config_mod.next_pow2(d))
+  dp = max(16, tiling.next_pow2(d))
   n_col_blocks = dp // min(cfg.block_d, dp)
   labels = labels.astype(jnp.int32)
   wl = work_items(labels, k, cfg.rows_per_item)
@@ -323,9 +237,3 @@ def sorted_cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   sums, counts = reduce_items(partial, partial_counts, wl.first_item, wl.n_items,
                               config=cfg, interpret=interpret)
   return sums[:, :d], counts
-
-
-def sorted_cluster_sums_reference(x, labels, k, weights=None):
-  """Plain-JAX reference: one unsorted ``segment_sum`` (same NaN rule)."""
-  from flashkmeans_jax.centroid_update import update_reference
-  return update_reference(x, labels, k, weights)

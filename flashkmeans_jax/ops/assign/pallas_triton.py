@@ -6,7 +6,7 @@ the tensor cores with a float32 accumulator, and each tile is folded into a
 running (min score, argmin) pair. Only labels (int32) and distances (float32)
 are written: the N x K distance matrix never reaches device memory.
 
-Scores and distances follow :mod:`flashkmeans_jax._metric`: the kernel
+Scores and distances follow :mod:`flashkmeans_jax.core.metric`: the kernel
 minimises ``bias[k] - x . c[k]`` and finishes with ``||x||^2`` computed in
 float32 from the tile it already holds.
 
@@ -14,7 +14,7 @@ float32 points with the ``F16_F16_F32`` (or ``BF16_BF16_F32``) precision are
 loaded as float32 (for ``||x||^2``), scaled by a power of two per row and cast
 to 16 bits on chip, so the dot runs on the 16-bit tensor cores; each row's
 scores are multiplied back by that row's and the centroids' inverse scales
-(:mod:`flashkmeans_jax._half_dot`). With ``half_prepass`` (the default from
+(:mod:`flashkmeans_jax.core.half_dot`). With ``half_prepass`` (the default from
 K=4096 on) an XLA pass does the scaling and cast beforehand, which costs a
 temporary float16 copy of the points (half their float32 size) and runs the
 kernel on 16-bit loads.
@@ -35,12 +35,13 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from flashkmeans_jax import _dispatch
-from flashkmeans_jax import _half_dot
-from flashkmeans_jax import _metric
-from flashkmeans_jax.kernels import config as config_mod
+from flashkmeans_jax.core import half_dot
+from flashkmeans_jax.core import metric as metric_mod
+from flashkmeans_jax.core import precision as precision_mod
+from flashkmeans_jax.core import tiling
+from flashkmeans_jax.ops.assign import config as config_mod
 
-__all__ = ["flash_assign", "flash_assign_reference", "kernel_precision"]
+__all__ = ["flash_assign", "kernel_precision"]
 
 
 def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
@@ -115,7 +116,7 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, 
   if prescaled:
     row_factor = load_rows(row_inverse_ref, 1.0) * jnp.max(c_inverse_ref[...])
   elif scaled:
-    row_scale, row_inverse = _half_dot.pow2_scale(amax)
+    row_scale, row_inverse = half_dot.pow2_scale(amax)
     # Both factors are powers of two: the product and the rescaled scores are
     # exact (the centroids' inverse is one value, repeated to a tile shape).
     row_factor = row_inverse * jnp.max(c_inverse_ref[...])
@@ -174,7 +175,7 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, 
     best, arg = lax.fori_loop(
         0, n_k_tiles, sweep,
         (jnp.full((block_n,), jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
-  dist = _metric.finish_distance(best, xsq, metric)
+  dist = metric_mod.finish_distance(best, xsq, metric)
   plgpu.store(labels_ref.at[pl.ds(row0, block_n)], arg, mask=row_mask)
   plgpu.store(dist_ref.at[pl.ds(row0, block_n)], dist, mask=row_mask)
 
@@ -191,7 +192,7 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
     metric: ``"sqeuclidean"``, ``"cosine"`` or ``"dot"``.
     precision: float32 dot precision (see :func:`kernel_precision`);
       ``F16_F16_F32`` / ``BF16_BF16_F32`` run float32 points on 16-bit
-      operands (:mod:`flashkmeans_jax._half_dot`).
+      operands (:mod:`flashkmeans_jax.core.half_dot`).
     config: tiling; ``None`` picks one with :func:`config.assign_config`.
     interpret: run the kernel in Pallas interpret mode (any backend).
 
@@ -200,28 +201,28 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
   """
   n, d = x.shape
   k = centroids.shape[0]
-  precision = kernel_precision(x.dtype, _dispatch.resolve_precision(precision), interpret)
-  op_dtype = _half_dot.operand_dtype(x.dtype, precision)
+  precision = kernel_precision(x.dtype, precision_mod.resolve_precision(precision), interpret)
+  op_dtype = half_dot.operand_dtype(x.dtype, precision)
   exact = precision == lax.DotAlgorithmPreset.TF32_TF32_F32_X3
   cfg = config or config_mod.assign_config(n, k, d, x.dtype, exact_f32=exact,
                                            operand_dtype=op_dtype)
   prescaled = cfg.half_prepass and op_dtype is not None and jnp.dtype(op_dtype) == jnp.float16
-  dp = max(16, config_mod.next_pow2(d))
+  dp = max(16, tiling.next_pow2(d))
   block_d = min(cfg.block_d, dp)
-  block_k = min(cfg.block_k, max(16, config_mod.next_pow2(k)))
-  block_n = min(cfg.block_n, max(16, config_mod.next_pow2(n)))
+  block_k = min(cfg.block_k, max(16, tiling.next_pow2(k)))
+  block_n = min(cfg.block_n, max(16, tiling.next_pow2(n)))
   k_pad = pl.cdiv(k, block_k) * block_k
 
-  c, bias = _metric.prepare_centroids(centroids, metric, x.dtype)
+  c, bias = metric_mod.prepare_centroids(centroids, metric, x.dtype)
   extra = ()
   if op_dtype is not None:
     precision = None  # the dot now sees 16-bit operands
-    c, c_inverse = _half_dot.scale_matrix(c, op_dtype)
+    c, c_inverse = half_dot.scale_matrix(c, op_dtype)
     if jnp.dtype(op_dtype) == jnp.float16:
       extra = (jnp.full((16,), c_inverse, jnp.float32),)
     if prescaled:
-      xsq = _metric.row_sqnorm(x)
-      x, row_inverse = _half_dot.scale_rows(x, op_dtype)
+      xsq = metric_mod.row_sqnorm(x)
+      x, row_inverse = half_dot.scale_rows(x, op_dtype)
       extra += (row_inverse, xsq)
   c = jnp.pad(c, ((0, k_pad - k), (0, dp - d)))
   bias = jnp.pad(bias, (0, k_pad - k), constant_values=jnp.inf)
@@ -241,11 +242,3 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
       interpret=interpret,
       name="flash_assign",
   )(x, c, bias, *extra)
-
-
-def flash_assign_reference(x: jax.Array, centroids: jax.Array, *,
-                           metric: str = "sqeuclidean",
-                           precision: Any = None) -> tuple[jax.Array, jax.Array]:
-  """Plain-JAX reference of :func:`flash_assign` (materialises ``[N, K]``)."""
-  from flashkmeans_jax.assignment import assign_reference
-  return assign_reference(x, centroids, metric=metric, precision=precision)

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from flashkmeans_jax._types import KMeansResult
-from flashkmeans_jax.lloyd import batched_kmeans, kmeans
+from flashkmeans_jax.api.kmeans import batched_kmeans, kmeans
+from flashkmeans_jax.core.types import KMeansResult
 
 __all__ = ["checked_kmeans", "checked_batched_kmeans", "data_checks"]
 

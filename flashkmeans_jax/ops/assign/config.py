@@ -1,4 +1,4 @@
-"""Block sizes, warps and pipeline stages for the Pallas kernels, per GPU.
+"""Block sizes, warps and pipeline stages of the FlashAssign kernel, per GPU.
 
 Chosen by table look-up from the shapes, the dtype and the device's name, never
 by autotuning on a user's first call. The numbers come from sweeps on the GPU
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
+
+from flashkmeans_jax.core import device
+from flashkmeans_jax.core import tiling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,47 +43,6 @@ class AssignConfig:
   num_stages: int = 2
   deferred_argmin: bool = False
   half_prepass: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class UpdateConfig:
-  """Sort-inverse update tiling.
-
-  Attributes:
-    rows_per_item: most sorted points one program reduces (a cluster larger
-      than this is split over several programs, so one huge cluster cannot
-      serialise the update).
-    block_rows: points gathered per step inside a program.
-    block_d: feature columns per program (a second grid axis).
-    num_warps, num_stages: Triton launch parameters.
-    fold_rows: sum the gathered rows of each step right away into a
-      ``[block_d]`` accumulator instead of keeping ``[block_rows, block_d]``
-      partials until the end (fewer registers, so larger steps fit).
-  """
-
-  rows_per_item: int = 256
-  block_rows: int = 32
-  block_d: int = 128
-  num_warps: int = 8
-  num_stages: int = 2
-  fold_rows: bool = False
-
-
-def next_pow2(v: int) -> int:
-  return 1 << max(0, int(v) - 1).bit_length()
-
-
-def device_kind() -> str:
-  try:
-    return jax.devices()[0].device_kind
-  except RuntimeError:  # no backend
-    return ""
-
-
-def _family(kind: str) -> str:
-  """``"hopper"`` for H100/H200/GH200 (measured tables), else ``"fallback"``."""
-  k = kind.upper()
-  return "hopper" if any(t in k for t in ("H100", "H200", "GH200", "H800", "H20")) else "fallback"
 
 
 def _is_16bit(dtype) -> bool:
@@ -116,11 +77,11 @@ def assign_config(n: int, k: int, d: int, dtype, *, exact_f32: bool = False,
 
 
 def _assign_tiles(n, k, d, dtype, exact_f32, operand_dtype, kind) -> AssignConfig:
-  kind = device_kind() if kind is None else kind
+  kind = device.device_kind() if kind is None else kind
   if operand_dtype is not None:
     dtype = operand_dtype
-  dp = max(16, next_pow2(d))
-  if _family(kind) == "fallback":
+  dp = max(16, tiling.next_pow2(d))
+  if device.gpu_family(kind) == "fallback":
     # Unknown card (Ampere, Ada, consumer parts): small tiles that fit ~100 KB
     # of shared memory with two stages, whatever the dtype.
     return AssignConfig(block_n=64, block_k=32 if exact_f32 else 64, block_d=min(dp, 128),
@@ -146,15 +107,3 @@ def _assign_tiles(n, k, d, dtype, exact_f32, operand_dtype, kind) -> AssignConfi
   if dp <= 256:
     return AssignConfig(block_n=256, block_k=64, block_d=dp, num_warps=8, num_stages=3)
   return AssignConfig(block_n=128, block_k=128, block_d=128, num_warps=8, num_stages=3)
-
-
-def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:
-  """Tiling for the sort-inverse update of ``[n, d]`` points into ``k`` sums."""
-  del n, k, dtype
-  kind = device_kind() if kind is None else kind
-  dp = max(16, next_pow2(d))
-  if _family(kind) == "fallback":
-    return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=4,
-                        num_stages=2)
-  return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=8,
-                      num_stages=2)

@@ -48,12 +48,12 @@ import numpy as np
 from jax import lax
 from jax.experimental import io_callback
 
-from flashkmeans_jax import _checks
-from flashkmeans_jax import _dispatch
-from flashkmeans_jax import seeding as init_mod
-from flashkmeans_jax import streaming_ops as ops
-from flashkmeans_jax._types import KMeansResult
-from flashkmeans_jax.streaming_io import (HostSource, Prefetcher, Stager,
+from flashkmeans_jax.core import validation as _checks
+from flashkmeans_jax.core import validation as _dispatch
+from flashkmeans_jax.core.types import KMeansResult
+from flashkmeans_jax.drivers.streaming import passes as ops
+from flashkmeans_jax.lloyd import seeding as init_mod
+from flashkmeans_jax.drivers.streaming.host_io import (HostSource, Prefetcher, Stager,
                                           StreamingReadError)
 
 __all__ = ["kmeans_streaming", "assign_streaming", "plan_chunks", "default_chunk_bytes",
@@ -669,7 +669,8 @@ def _initial_centroids(key, src, wsrc, plan, k, init, metric, sample_size, devic
   rows = np.arange(n) if m == n else np.sort(_host_rng(key).choice(n, m, replace=False))
   xs = jax.device_put(src.take(rows), device)
   ws = None if wsrc is None else jax.device_put(wsrc.take(rows), device)
-  return init_mod.init_kmeans_plusplus(key, xs, k, ws, metric=metric)
+  return init_mod.init_kmeans_plusplus(key, xs, k, ws, metric=metric,
+                                      precision=_dispatch.resolve_precision("highest"))
 
 
 # --------------------------------------------------------------------------

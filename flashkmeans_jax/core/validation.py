@@ -1,4 +1,4 @@
-"""Argument checks shared by every public entry point.
+"""Argument checks shared by every public entry point, in one place.
 
 Each check runs on shapes and dtypes, so it works on tracers and fires at
 trace time under ``jit``; the messages name the argument, what was expected
@@ -18,9 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flashkmeans_jax._types import EMPTY_POLICIES, IMPLS, INITS, METRICS
+from flashkmeans_jax.core import device
+from flashkmeans_jax.core import dispatch
+from flashkmeans_jax.core import precision as precision_mod
+from flashkmeans_jax.core.options import LloydOptions
+from flashkmeans_jax.core.types import EMPTY_POLICIES, IMPLS, INITS, METRICS
 
 _FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+# The dtypes the estimator and CLI cluster in without converting.
+_KEEP_DTYPES = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16), np.dtype(jnp.float32))
 
 
 def _dtype_of(a: Any):
@@ -176,10 +182,6 @@ def check_tol(tol: Any) -> float:
   return tol
 
 
-def is_concrete(*arrays: Any) -> bool:
-  return not any(isinstance(a, jax.core.Tracer) for a in arrays if a is not None)
-
-
 def check_finite(x: Any, name: str = "x") -> None:
   """Raises on NaN/Inf when ``x`` is concrete (eager call); no-op on tracers.
 
@@ -237,3 +239,90 @@ def check_sums(sums: Any, counts: Any) -> tuple[int, int]:
 
 def check_optional_positive_int(value: Any, name: str) -> int | None:
   return None if value is None else check_positive_int(value, name)
+
+
+def resolve_impl(impl: Any, n: int | None = None, k: int | None = None,
+                 batch: int = 1) -> str:
+  """Checks ``impl`` and resolves ``None``/``"auto"`` for the backend and shape
+  (:func:`flashkmeans_jax.core.dispatch.resolve_impl`)."""
+  impl = check_impl(impl)
+  if impl == "pallas" and not device.on_cuda():
+    raise ValueError(
+        'impl="pallas" needs a CUDA GPU (the Triton-lowered kernels); on this '
+        'backend use impl="xla" (or None), or "pallas_interpret" to run the kernels '
+        "in Pallas interpret mode (slow, for tests)")
+  return dispatch.resolve_impl(impl, n, k, batch)
+
+
+def resolve_precision(precision: Any) -> Any:
+  """Checks and resolves a float32 matmul precision
+  (:func:`flashkmeans_jax.core.precision.resolve_precision`)."""
+  return precision_mod.resolve_precision(precision)
+
+
+def check_init(init: Any, k: int, d: int, batch: tuple[int, ...] = ()):
+  """``(mode, array)``: ``("k-means++" | "random", None)`` for a name,
+  ``("array", init)`` for starting centroids ``[k, D]`` (or ``[B, k, D]``
+  when ``batch`` is given)."""
+  if isinstance(init, str):
+    return check_init_name(init), None
+  if hasattr(init, "shape"):
+    if batch and init.ndim not in (2, 3):
+      raise ValueError(f"init must have shape [k, D] (shared) or [B, k, D], got "
+                       f"shape {tuple(init.shape)}")
+    if init.ndim == 2:
+      check_centroids(init, d, "init", k=k)
+    else:
+      check_centroids(init, d, "init", k=k, batch=batch)
+    return "array", init
+  raise TypeError(
+      f"init must be 'k-means++', 'random' or an array [k, D], got {type(init).__name__}")
+
+
+def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 300,
+                  tol: Any = 1e-4, metric: Any = "sqeuclidean", weights: Any = None,
+                  n_init: Any = 1, empty: Any = "keep", impl: Any = None,
+                  precision: Any = None, config: Any = None, verbose: bool = False,
+                  batch: tuple[int, ...] = (), check_finite_values: bool = True
+                  ) -> tuple[LloydOptions, Any]:
+  """Validates the arguments of a k-means call once; returns the
+  :class:`LloydOptions` the lower layers trust and the init array (or None).
+
+  ``x`` is ``[*batch, N, D]`` (already checked by :func:`check_points`).
+  With ``check_finite_values`` an eager call also rejects NaN/Inf in ``x``
+  and in an init array.
+  """
+  n, d = x.shape[-2:]
+  k = check_k(k, n)
+  metric = check_metric(metric)
+  max_iter = check_positive_int(max_iter, "max_iter")
+  n_init = check_positive_int(n_init, "n_init")
+  tol = check_tol(tol)
+  empty = check_empty(empty)
+  check_weights(weights, n, batch, require_positive=True)
+  mode, init_array = check_init(init, k, d, batch)
+  if mode == "array":
+    n_init = 1  # an explicit start leaves nothing to restart (scikit-learn does the same)
+  # Every member and restart runs in the same launches, so the work that
+  # decides between XLA and the kernels is the whole batch's.
+  impl = resolve_impl(impl, n, k, batch=int(np.prod(batch, dtype=np.int64)) * n_init)
+  precision = resolve_precision(precision)
+  if check_finite_values:
+    check_finite(x)
+    if init_array is not None:
+      check_finite(init_array, "init")
+  opts = LloydOptions(k=k, max_iter=max_iter, tol=tol, metric=metric, empty=empty,
+                      impl=impl, precision=precision, config=config, verbose=bool(verbose),
+                      init=mode, n_init=n_init)
+  return opts, init_array
+
+
+def target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
+  """The dtype the data is clustered in (see ``KMeans(dtype=...)``)."""
+  if dtype is None:
+    return in_dtype if in_dtype in _KEEP_DTYPES else np.dtype(np.float32)
+  dt = np.dtype(jnp.dtype(dtype))
+  if dt not in _KEEP_DTYPES:
+    raise ValueError(
+        f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")
+  return dt

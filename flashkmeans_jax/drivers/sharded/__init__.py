@@ -1,0 +1,1 @@
+"""Data-parallel k-means on JAX sharding (see :mod:`.lloyd`)."""

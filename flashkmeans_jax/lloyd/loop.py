@@ -1,0 +1,174 @@
+"""Lloyd's algorithm as one ``lax.while_loop`` over the statistics core.
+
+One iteration is ``assign`` (labels and distances for the current centroids),
+:func:`~flashkmeans_jax.lloyd.stats.accumulate`, the totals over all row
+blocks (:class:`~flashkmeans_jax.lloyd.combine.Combine`: nothing in memory, one
+``psum`` sharded) and :func:`~flashkmeans_jax.lloyd.centroids.finalize`. The
+loop stops when the squared centroid shift summed over clusters is at most
+``tol * mean(var(x, axis=0))`` (scikit-learn's criterion) or after
+``max_iter`` iterations. After the loop one more ``assign`` computes labels
+and inertia for the returned centroids, so the three always belong together.
+No value leaves the device inside the loop.
+
+:func:`run` adds the seeding and the ``n_init`` restarts (a ``vmap`` over
+keys; :func:`best_of` keeps the lowest inertia). It is what
+:func:`flashkmeans_jax.kmeans` compiles, and the sharded driver calls it on
+each shard with :func:`~flashkmeans_jax.lloyd.combine.across`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flashkmeans_jax.core.options import LloydOptions
+from flashkmeans_jax.core.precision import resolve_precision
+from flashkmeans_jax.core.types import KMeansResult
+from flashkmeans_jax.lloyd import centroids as centroids_mod
+from flashkmeans_jax.lloyd import seeding
+from flashkmeans_jax.lloyd import stats
+from flashkmeans_jax.lloyd.combine import Combine, LOCAL
+from flashkmeans_jax.ops.assign import api as assign_op
+
+__all__ = ["lloyd", "run", "run_compiled", "run_batched", "best_of", "best_of_runs",
+           "data_tolerance",
+           "print_progress"]
+
+
+def print_progress(i, inertia, shift, converged) -> None:
+  """The ``verbose`` line of one iteration (host side of a debug callback)."""
+  print(f"[flashkmeans_jax] iter {int(i):4d}  inertia {float(inertia):.6g}  "
+        f"shift {float(shift):.3g}{'  converged' if bool(converged) else ''}", flush=True)
+
+
+def data_tolerance(x: jax.Array, tol: float, weights: jax.Array | None = None, *,
+                   valid: jax.Array | None = None, combine: Combine = LOCAL) -> jax.Array:
+  """``tol`` times the mean per-feature variance of the usable rows of all
+  blocks (finite, positive weight, ``valid``): one bad point would otherwise
+  make the tolerance NaN, and padding would change when a member stops."""
+  if tol == 0:
+    return jnp.float32(0.0)
+  m = stats.combine_moments(stats.moments(x, weights, valid), combine)
+  return stats.tolerance(m, tol)
+
+
+def _report(combine: Combine, i, inertia, shift, converged):
+  if combine.n_blocks == 1:
+    jax.debug.callback(print_progress, i, inertia, shift, converged)
+  else:
+    lax.cond(combine.block_index() == 0,
+             lambda: jax.debug.callback(print_progress, i, inertia, shift, converged),
+             lambda: None)
+
+
+def lloyd(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.Array,
+          opts: LloydOptions, combine: Combine = LOCAL) -> KMeansResult:
+  """The while_loop on this block's points ``x [N, D]`` from ``c0 [K, D]``.
+
+  ``weights float[N]`` or ``None``; ``tol_abs``: the absolute tolerance on
+  the summed squared shift (see :func:`data_tolerance`). Returns the
+  :class:`KMeansResult` of this block's rows (centroids, inertia and the
+  history are the same on every block).
+  """
+  k = opts.k
+  # Relocation candidates per block: all K when blocks meet (a block may hold
+  # fewer rows than K), else at most the block's rows.
+  m_cand = k if combine.n_blocks > 1 else min(k, x.shape[0])
+
+  def assign_(c):
+    return assign_op.assign(x, c, opts.metric, opts.impl, opts.precision, opts.config)
+
+  def cond(state):
+    i, _, done, _ = state
+    return (i < opts.max_iter) & jnp.logical_not(done)
+
+  def body(state):
+    i, c, _, hist = state
+    labels, dist = assign_(c)
+    total = stats.combine_stats(stats.accumulate(x, labels, dist, weights, k, opts.impl),
+                                combine)
+
+    def candidates():
+      return stats.combine_farthest(stats.farthest(x, labels, dist, weights, m_cand),
+                                    combine)
+
+    new_c, _ = centroids_mod.finalize(total, c, metric=opts.metric, empty=opts.empty,
+                                      candidates=candidates)
+    # One materialised new_c for both the carry and the shift: under vmap XLA
+    # otherwise recomputes it in two fusions that round differently, so a
+    # fixed point shows a ~1e-14 shift and tol=0 never converges.
+    new_c = lax.optimization_barrier(new_c)
+    shift, done = stats.converged(new_c, c, tol_abs)
+    if opts.verbose:
+      _report(combine, i, total.inertia, shift, done)
+    return i + 1, new_c, done, hist.at[i].set(total.inertia)
+
+  state = (jnp.int32(0), c0.astype(jnp.float32), jnp.bool_(False),
+           jnp.full((opts.max_iter,), jnp.nan, jnp.float32))
+  n_iter, c, done, hist = lax.while_loop(cond, body, state)
+  labels, dist = assign_(c)
+  return KMeansResult(centroids=c.astype(x.dtype), labels=labels,
+                      inertia=combine.sum(stats.inertia(dist, weights)),
+                      n_iter=n_iter, converged=done, inertia_history=hist)
+
+
+def best_of(results: KMeansResult) -> KMeansResult:
+  """The member of a stacked result (leading restart axis) with the lowest
+  inertia; a NaN inertia never wins over a number, ties go to the first."""
+  inertia = jnp.where(jnp.isnan(results.inertia), jnp.inf, results.inertia)
+  best = jnp.argmin(inertia)
+  return jax.tree.map(lambda a: a[best], results)
+
+
+def best_of_runs(runs: list[KMeansResult]) -> KMeansResult:
+  """Host-side :func:`best_of` over separately computed runs (the streaming
+  driver's restarts): the lowest finite inertia, the first on ties."""
+  scores = [float(r.inertia) for r in runs]
+  scores = [s if s == s else float("inf") for s in scores]  # NaN never wins
+  return runs[scores.index(min(scores))]
+
+
+def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
+        init_array: jax.Array | None, opts: LloydOptions, *,
+        valid: jax.Array | None = None, combine: Combine = LOCAL) -> KMeansResult:
+  """Seeding, ``opts.n_init`` restarts of :func:`lloyd` and the best of them.
+
+  ``init_array`` (``[K, D]``) is used when ``opts.init == "array"``. ``valid``
+  (``bool[N]``) marks real rows when a driver padded the block; padded rows
+  must also have weight 0.
+  """
+  tol_abs = data_tolerance(x, opts.tol, weights, valid=valid, combine=combine)
+  seed_precision = resolve_precision("highest")
+
+  def one(key):
+    if opts.init == "array":
+      c0 = init_array.astype(jnp.float32)
+    else:
+      c0 = seeding.init_centroids(key, x, opts.k, opts.init, weights, metric=opts.metric,
+                                  precision=seed_precision, combine=combine)
+    return lloyd(x, c0, weights, tol_abs, opts, combine)
+
+  if opts.n_init == 1:
+    return one(key)
+  return best_of(jax.vmap(one)(jax.random.split(key, opts.n_init)))
+
+
+@functools.partial(jax.jit, static_argnames=("opts",))
+def run_compiled(key: jax.Array, x: jax.Array, weights: jax.Array | None,
+                 init_array: jax.Array | None, opts: LloydOptions) -> KMeansResult:
+  """:func:`run` in memory, compiled once per shape, dtype and ``opts``."""
+  return run(key, x, weights, init_array, opts)
+
+
+@functools.partial(jax.jit, static_argnames=("opts",))
+def run_batched(keys: jax.Array, x: jax.Array, weights: jax.Array | None,
+                init_array: jax.Array | None, opts: LloydOptions) -> KMeansResult:
+  """:func:`run` over a leading batch axis of ``keys``, ``x``, ``weights`` and a
+  ``[B, K, D]`` init (a ``[K, D]`` init is shared)."""
+  init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
+  w_axis = None if weights is None else 0
+  return jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts),
+                  in_axes=(0, 0, w_axis, init_axis))(keys, x, weights, init_array)

@@ -1,0 +1,78 @@
+"""The assignment op: one entry point over its implementations.
+
+:func:`assign` takes already validated, resolved options (``impl`` is one of
+``"xla"``, ``"pallas"``, ``"pallas_interpret"``; ``precision`` a
+``lax.Precision`` or preset) and picks the XLA path or the Pallas kernel. Its
+distances are differentiable (a ``custom_vjp``: the Pallas call has no
+reverse-mode rule of its own). The checked public function is
+:func:`flashkmeans_jax.assign`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from flashkmeans_jax.ops.assign import xla
+
+__all__ = ["assign"]
+
+
+def _forward(x, centroids, metric, impl, precision, config):
+  if impl == "xla":
+    return xla.assign_xla(x, centroids, metric=metric, precision=precision)
+  # Imported here so that the CPU path never imports the Triton lowering.
+  from flashkmeans_jax.ops.assign import pallas_triton
+  return pallas_triton.flash_assign(
+      x, centroids, metric=metric, precision=precision, config=config,
+      interpret=(impl == "pallas_interpret"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def assign(x, centroids, metric, impl, precision, config):
+  """Labels ``int32[N]`` and distances ``float32[N]`` of ``x [N, D]`` to
+  ``centroids [K, D]`` by the resolved ``impl`` (no argument checks).
+
+  ``dist`` is differentiable w.r.t. both arrays (the gradient of each point's
+  distance to its chosen centroid, labels held fixed)."""
+  return _forward(x, centroids, metric, impl, precision, config)
+
+
+def _assign_fwd(x, centroids, metric, impl, precision, config):
+  labels, dist = _forward(x, centroids, metric, impl, precision, config)
+  return (labels, dist), (x, centroids, labels)
+
+
+def _assign_bwd(metric, impl, precision, config, res, cts):
+  """Gradient of each point's distance to its chosen centroid (labels fixed)."""
+  del impl, precision, config
+  x, centroids, labels = res
+  _, g = cts
+  k = centroids.shape[0]
+  xf = x.astype(jnp.float32)
+  cf = centroids.astype(jnp.float32)
+  cl = cf[labels]
+  g = g.astype(jnp.float32)[:, None]
+  if metric == "sqeuclidean":
+    diff = xf - cl
+    gx = 2.0 * g * diff
+    gc_rows = -gx
+  elif metric == "cosine":
+    xn = jnp.sqrt(jnp.sum(xf * xf, -1, keepdims=True))
+    cn = jnp.sqrt(jnp.sum(cl * cl, -1, keepdims=True))
+    u = xf / jnp.where(xn > 0, xn, 1.0)
+    v = cl / jnp.where(cn > 0, cn, 1.0)
+    cos = jnp.sum(u * v, -1, keepdims=True)
+    gx = jnp.where(xn > 0, -g * (v - cos * u) / jnp.where(xn > 0, xn, 1.0), 0.0)
+    gc_rows = jnp.where((cn > 0) & (xn > 0),
+                        -g * (u - cos * v) / jnp.where(cn > 0, cn, 1.0), 0.0)
+  else:
+    gx = -g * cl
+    gc_rows = -g * xf
+  gc = jax.ops.segment_sum(gc_rows, labels, num_segments=k)
+  return gx.astype(x.dtype), gc.astype(centroids.dtype)
+
+
+assign.defvjp(_assign_fwd, _assign_bwd)

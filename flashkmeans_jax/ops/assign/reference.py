@@ -1,0 +1,83 @@
+"""Dense plain-JAX reference of the assignment, and the score formulas every
+implementation shares (:mod:`flashkmeans_jax.core.metric`).
+
+Every implementation minimises ``bias[k] - x . c[k]`` over ``k`` with the
+operands :func:`operands` prepares; :func:`assign_reference` builds the whole
+``[N, K]`` score matrix (tests only), the XLA path and the Pallas kernel tile it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flashkmeans_jax.core import half_dot
+from flashkmeans_jax.core import metric as metric_mod
+from flashkmeans_jax.core import precision as precision_mod
+
+__all__ = ["assign_reference", "operands", "scores", "half_operands", "argmin_tile",
+           "acc_dtype"]
+
+
+def acc_dtype(dtype):
+  return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def operands(x, centroids, metric, precision):
+  """``(c, bias, c_inverse)``: the centroids as the dot takes them.
+
+  ``c_inverse`` is ``None`` unless float32 points run on 16-bit operands
+  (:mod:`flashkmeans_jax._half_dot`); then ``c`` is the scaled 16-bit matrix
+  and ``c_inverse`` the float32 power of two that undoes its scale.
+  """
+  c, bias = metric_mod.prepare_centroids(centroids, metric, x.dtype)
+  op_dtype = half_dot.operand_dtype(x.dtype, precision)
+  if op_dtype is None:
+    return c, bias, None
+  c_op, c_inverse = half_dot.scale_matrix(c, op_dtype)
+  return c_op, bias, c_inverse
+
+
+def scores(xb, c, bias, precision, row_factor=None):
+  """``bias - xb . c^T`` in float32 (float64 for float64 input).
+
+  ``row_factor`` is given when ``xb`` and ``c`` are scaled 16-bit operands
+  (:func:`half_operands`): it undoes both scales on each row's dots.
+  """
+  acc = acc_dtype(xb.dtype)
+  dims = (((1,), (1,)), ((), ()))
+  if row_factor is not None:
+    dots = lax.dot_general(xb, c, dims, preferred_element_type=jnp.float32)
+    return bias[None, :] - dots * row_factor[:, None]
+  dots = lax.dot_general(xb, c, dims, precision=precision, preferred_element_type=acc)
+  return bias.astype(acc)[None, :] - dots
+
+
+def half_operands(xb, c, c_inverse):
+  """``(x operand, row factor)``: ``xb`` scaled once per row for the 16-bit
+  dot against every centroid tile, or ``(xb, None)`` on the plain path."""
+  if c_inverse is None:
+    return xb, None
+  x_op, x_inverse = half_dot.scale_rows(xb, c.dtype)
+  return x_op, x_inverse * c_inverse
+
+
+def argmin_tile(xb, c, bias, precision, row_factor=None):
+  s = scores(xb, c, bias, precision, row_factor)
+  arg = jnp.argmin(s, axis=1).astype(jnp.int32)
+  best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
+  return best, arg
+
+
+def assign_reference(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
+                     precision: Any = None) -> tuple[jax.Array, jax.Array]:
+  """Dense plain-JAX reference: builds the full ``[N, K]`` score matrix."""
+  precision = precision_mod.resolve_precision(precision)
+  c, bias, c_inverse = operands(x, centroids, metric, precision)
+  x_op, row_factor = half_operands(x, c, c_inverse)
+  best, arg = argmin_tile(x_op, c, bias, precision, row_factor)
+  dist = metric_mod.finish_distance(best, metric_mod.row_sqnorm(x).astype(best.dtype), metric)
+  return arg, dist.astype(jnp.float32)

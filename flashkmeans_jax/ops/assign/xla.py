@@ -1,0 +1,96 @@
+"""Tiled XLA assignment: the implementation off the GPU (and for tiny problems).
+
+Walks tiles of points and, for large K, tiles of centroids with a running
+(min, argmin), so extra memory is ``O(tile_n * tile_k)`` whatever N is.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flashkmeans_jax.core import metric as metric_mod
+from flashkmeans_jax.core import precision as precision_mod
+from flashkmeans_jax.core import tiling
+from flashkmeans_jax.ops.assign import reference
+
+__all__ = ["assign_xla", "xla_tiles"]
+
+# Bytes of float32 scores one XLA tile may hold; keeps peak extra memory
+# O(tile) whatever N and K are.
+_XLA_TILE_BYTES = 32 * 1024 * 1024
+_XLA_MAX_TILE_K = 4096
+
+
+def _clamped_start(i, tile, total):
+  # The last tile is shifted back to end at `total` instead of being padded:
+  # it revisits a few rows, which is harmless (same result / strict `<` keeps
+  # the earlier, lower index), and no copy of x is ever made.
+  return jnp.minimum(i * tile, total - tile)
+
+
+def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
+  k = c.shape[0]
+  x_op, row_factor = reference.half_operands(xb, c, c_inverse)
+  if k <= tile_k:
+    best, arg = reference.argmin_tile(x_op, c, bias, precision, row_factor)
+  else:
+    n_tiles = tiling.cdiv(k, tile_k)
+
+    def body(j, carry):
+      best, arg = carry
+      start = _clamped_start(j, tile_k, k)
+      cj = lax.dynamic_slice_in_dim(c, start, tile_k)
+      bj = lax.dynamic_slice_in_dim(bias, start, tile_k)
+      tbest, targ = reference.argmin_tile(x_op, cj, bj, precision, row_factor)
+      better = tbest < best
+      return jnp.where(better, tbest, best), jnp.where(better, targ + start, arg)
+
+    acc = reference.acc_dtype(xb.dtype)
+    init = (jnp.full(xb.shape[:1], jnp.inf, acc), jnp.zeros(xb.shape[:1], jnp.int32))
+    best, arg = lax.fori_loop(0, n_tiles, body, init)
+  dist = metric_mod.finish_distance(best, metric_mod.row_sqnorm(xb).astype(best.dtype), metric)
+  return arg, dist.astype(jnp.float32)
+
+
+def xla_tiles(n: int, k: int, tile_bytes: int = _XLA_TILE_BYTES) -> tuple[int, int]:
+  """(tile_n, tile_k) for the XLA path: one float32 score tile <= tile_bytes."""
+  tile_k = min(k, _XLA_MAX_TILE_K)
+  tile_n = max(256, tile_bytes // (4 * tile_k))
+  return min(n, tile_n), tile_k
+
+
+def assign_xla(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
+               precision: Any = None, tile_n: int | None = None,
+               tile_k: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Tiled XLA assignment (no Pallas). Shapes and results as :func:`assign`.
+
+  Walks tiles of ``tile_n`` points and, when K is large, tiles of ``tile_k``
+  centroids with a running (min, argmin), so extra memory is
+  ``O(tile_n * tile_k)`` whatever N is.
+  """
+  n = x.shape[0]
+  k = centroids.shape[0]
+  precision = precision_mod.resolve_precision(precision)
+  dn, dk = xla_tiles(n, k)
+  tile_n = min(n, tile_n or dn)
+  tile_k = min(k, tile_k or dk)
+  c, bias, c_inverse = reference.operands(x, centroids, metric, precision)
+  chunk = functools.partial(_assign_chunk, c=c, bias=bias, metric=metric,
+                            precision=precision, tile_k=tile_k, c_inverse=c_inverse)
+  if n <= tile_n:
+    return chunk(x)
+
+  def body(i, carry):
+    labels, dist = carry
+    start = _clamped_start(i, tile_n, n)
+    lb, db = chunk(lax.dynamic_slice_in_dim(x, start, tile_n))
+    return (lax.dynamic_update_slice_in_dim(labels, lb, start, 0),
+            lax.dynamic_update_slice_in_dim(dist, db, start, 0))
+
+  init = (jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32))
+  return lax.fori_loop(0, tiling.cdiv(n, tile_n), body, init)
