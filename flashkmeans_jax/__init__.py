@@ -17,8 +17,11 @@ from flashkmeans_jax.api.sharded import (allreduce_sums, psum_sums, sharded_assi
 from flashkmeans_jax.api.streaming import assign_streaming, kmeans_streaming
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.estimator import KMeans
+from flashkmeans_jax.ops.assign.config import AssignConfig
+from flashkmeans_jax.ops.cluster_sums.config import UpdateConfig
 
 __all__ = [
+    "AssignConfig",
     "KMeans",
     "KMeansResult",
     "__version__",
@@ -40,4 +43,5 @@ __all__ = [
     "sharded_kmeans",
     "sharded_update",
     "update",
+    "UpdateConfig",
 ]

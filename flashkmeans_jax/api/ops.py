@@ -56,7 +56,7 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
       without float16's range limits (:mod:`flashkmeans_jax.core.half_dot`);
       ``"BF16_BF16_F32"`` casts to bfloat16 (8 bits). Ignored for 16-bit
       inputs, whose products are exact in the float32 accumulator.
-    config: optional :class:`flashkmeans_jax.ops.assign.config.AssignConfig` for
+    config: optional :class:`flashkmeans_jax.AssignConfig` for
       the Pallas kernel (tile sizes, warps, stages); ``None`` picks one from
       the device and shapes.
 
@@ -84,8 +84,8 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
 
 
 def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
-                 weights: jax.Array | None = None,
-                 impl: str | None = None) -> tuple[jax.Array, jax.Array]:
+                 weights: jax.Array | None = None, impl: str | None = None,
+                 config: Any = None) -> tuple[jax.Array, jax.Array]:
   """Per-cluster sums of (weighted) points and the weight sums.
 
   Args:
@@ -94,6 +94,8 @@ def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
     k: number of clusters (static).
     weights: optional ``float[N]`` point weights (>= 0); ``None`` means ones.
     impl: as in :func:`update`.
+    config: optional :class:`flashkmeans_jax.UpdateConfig` for the Pallas
+      kernel; ``None`` picks one from the device and shapes.
 
   Returns:
     ``sums float32[K, D]`` and ``counts float32[K]``.
@@ -103,7 +105,7 @@ def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
   validation.check_labels(labels, x.shape[0], k=k)
   validation.check_weights(weights, x.shape[0])
   impl = validation.resolve_impl(impl, x.shape[0], k)
-  return cluster_sums_op.cluster_sums(x, labels.astype(jnp.int32), k, weights, impl)
+  return cluster_sums_op.cluster_sums(x, labels.astype(jnp.int32), k, weights, impl, config)
 
 
 
