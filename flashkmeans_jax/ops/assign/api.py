@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from flashkmeans_jax.ops.assign import xla
+from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
 
 __all__ = ["assign"]
 
@@ -46,8 +47,15 @@ def _assign_fwd(x, centroids, metric, impl, precision, config):
 
 
 def _assign_bwd(metric, impl, precision, config, res, cts):
-  """Gradient of each point's distance to its chosen centroid (labels fixed)."""
-  del impl, precision, config
+  """Gradient of each point's distance to its chosen centroid (labels fixed).
+
+  W.r.t. x it is elementwise. W.r.t. the centroids it is a per-cluster sum of
+  cotangent-weighted rows: the cluster-sums op computes it (on the GPU the
+  sort-inverse kernel: contiguous segments, no contended atomic scatter of N
+  rows into K, and the same bits on every run). Rows of x holding NaN or Inf
+  add nothing to it (the op's rule).
+  """
+  del precision, config
   x, centroids, labels = res
   _, g = cts
   k = centroids.shape[0]
@@ -71,7 +79,7 @@ def _assign_bwd(metric, impl, precision, config, res, cts):
   else:
     gx = -g * cl
     gc_rows = -g * xf
-  gc = jax.ops.segment_sum(gc_rows, labels, num_segments=k)
+  gc, _ = cluster_sums_op.cluster_sums(gc_rows, labels, k, None, impl)
   return gx.astype(x.dtype), gc.astype(centroids.dtype)
 
 
