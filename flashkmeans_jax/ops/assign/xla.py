@@ -18,12 +18,12 @@ from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.core import tiling
 from flashkmeans_jax.ops.assign import reference
 
-__all__ = ["assign_xla", "xla_tiles"]
+__all__ = ["assign_xla", "xla_tiles", "XLA_TILE_BYTES", "XLA_MAX_TILE_K"]
 
 # Bytes of float32 scores one XLA tile may hold; keeps peak extra memory
 # O(tile) whatever N and K are.
-_XLA_TILE_BYTES = 32 * 1024 * 1024
-_XLA_MAX_TILE_K = 4096
+XLA_TILE_BYTES = 32 * 1024 * 1024
+XLA_MAX_TILE_K = 4096
 
 
 def _clamped_start(i, tile, total):
@@ -57,9 +57,9 @@ def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
   return arg, dist.astype(jnp.float32)
 
 
-def xla_tiles(n: int, k: int, tile_bytes: int = _XLA_TILE_BYTES) -> tuple[int, int]:
+def xla_tiles(n: int, k: int, tile_bytes: int = XLA_TILE_BYTES) -> tuple[int, int]:
   """(tile_n, tile_k) for the XLA path: one float32 score tile <= tile_bytes."""
-  tile_k = min(k, _XLA_MAX_TILE_K)
+  tile_k = min(k, XLA_MAX_TILE_K)
   tile_n = max(256, tile_bytes // (4 * tile_k))
   return min(n, tile_n), tile_k
 

@@ -10,7 +10,7 @@ from flashkmeans_jax.ops.cluster_sums import reference
 
 __all__ = ["cluster_sums_xla"]
 
-_XLA_TILE_BYTES = 32 * 1024 * 1024
+XLA_TILE_BYTES = 32 * 1024 * 1024
 
 
 def cluster_sums_xla(x: jax.Array, labels: jax.Array, k: int,
@@ -22,7 +22,7 @@ def cluster_sums_xla(x: jax.Array, labels: jax.Array, k: int,
   """
   n, d = x.shape
   w = reference.weights_or_ones(weights, n)
-  tile_n = min(n, tile_n or max(1024, _XLA_TILE_BYTES // (4 * d)))
+  tile_n = min(n, tile_n or max(1024, XLA_TILE_BYTES // (4 * d)))
   if n <= tile_n:
     return reference.chunk_sums(x, labels, w, k)
   n_chunks = -(-n // tile_n)
