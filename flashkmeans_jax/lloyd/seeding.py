@@ -27,6 +27,7 @@ from jax import lax
 from flashkmeans_jax.lloyd.combine import Combine, LOCAL
 
 __all__ = ["init_random", "init_kmeans_plusplus", "init_centroids", "usable_rows",
+           "draw_proportional",
            "dist_to_candidates"]
 
 
@@ -61,7 +62,7 @@ def _rows(owner: jax.Array, local_idx: jax.Array, x: jax.Array, combine: Combine
   return combine.sum(jnp.where(mine[:, None], rows, 0.0))
 
 
-def _draw(key: jax.Array, wd: jax.Array, num: int, combine: Combine):
+def draw_proportional(key: jax.Array, wd: jax.Array, num: int, combine: Combine):
   """``num`` independent draws with P(row) = wd / sum(wd) over all blocks.
 
   Returns (owner block, local index) per draw: the block is found on the
@@ -123,7 +124,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   w, xsq, x_safe = usable_rows(x, w)
   key0, key_loop = jax.random.split(key)
 
-  s0, i0 = _draw(key0, w, 1, combine)
+  s0, i0 = draw_proportional(key0, w, 1, combine)
   first = _rows(s0, i0, x_safe, combine)  # [1, D]
   centers = jnp.zeros((k, x.shape[1]), jnp.float32).at[0].set(first[0])
   closest = dist_to_candidates(x_safe, xsq, first, seed_metric, precision)[:, 0]
@@ -132,7 +133,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
     centers, closest = carry
     # If every point already sits on a centroid the potential is 0: any draw
     # is as good, and the loop goes on.
-    s, idx = _draw(jax.random.fold_in(key_loop, c), w * closest, trials, combine)
+    s, idx = draw_proportional(jax.random.fold_in(key_loop, c), w * closest, trials, combine)
     cand = _rows(s, idx, x_safe, combine)  # [L, D]
     d = jnp.minimum(closest[:, None],
                     dist_to_candidates(x_safe, xsq, cand, seed_metric, precision))
