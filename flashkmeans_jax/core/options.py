@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from flashkmeans_jax.core.types import EmptyPolicy, Metric
+
 __all__ = ["LloydOptions"]
 
 
@@ -33,8 +35,8 @@ class LloydOptions(NamedTuple):
   k: int
   max_iter: int = 300
   tol: float = 1e-4
-  metric: str = "sqeuclidean"
-  empty: str = "keep"
+  metric: Metric = "sqeuclidean"
+  empty: EmptyPolicy = "keep"
   impl: str = "xla"
   precision: Any = None
   config: Any = None

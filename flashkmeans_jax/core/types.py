@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 
+# The annotations of the options, and (derived from them, so the two cannot
+# drift apart) the tuples the validation checks against.
 Metric = Literal["sqeuclidean", "cosine", "dot"]
 Impl = Literal["auto", "xla", "pallas", "pallas_interpret"]
 EmptyPolicy = Literal["keep", "farthest"]
+InitName = Literal["k-means++", "random"]
 
-METRICS: tuple[str, ...] = ("sqeuclidean", "cosine", "dot")
-IMPLS: tuple[str, ...] = ("auto", "xla", "pallas", "pallas_interpret")
-EMPTY_POLICIES: tuple[str, ...] = ("keep", "farthest")
-INITS: tuple[str, ...] = ("k-means++", "random")
+METRICS: tuple[str, ...] = get_args(Metric)
+IMPLS: tuple[str, ...] = get_args(Impl)
+EMPTY_POLICIES: tuple[str, ...] = get_args(EmptyPolicy)
+INITS: tuple[str, ...] = get_args(InitName)
 
 
 @jax.tree_util.register_dataclass
