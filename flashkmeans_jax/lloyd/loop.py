@@ -38,10 +38,12 @@ __all__ = ["lloyd", "run", "run_compiled", "run_batched", "best_of", "best_of_ru
            "print_progress"]
 
 
-def print_progress(i, inertia, shift, converged) -> None:
-  """The ``verbose`` line of one iteration (host side of a debug callback)."""
+def print_progress(i, inertia, shift, converged, note: str = "") -> None:
+  """The ``verbose`` line of one iteration (host side of a debug callback);
+  ``note`` ends the line (e.g. ``"(sharded)"``)."""
   print(f"[flashkmeans_jax] iter {int(i):4d}  inertia {float(inertia):.6g}  "
-        f"shift {float(shift):.3g}{'  converged' if bool(converged) else ''}", flush=True)
+        f"shift {float(shift):.3g}{'  converged' if bool(converged) else ''}"
+        f"{'  ' + note if note else ''}", flush=True)
 
 
 def data_tolerance(x: jax.Array, tol: float, weights: jax.Array | None = None, *,
@@ -59,8 +61,10 @@ def _report(combine: Combine, i, inertia, shift, converged):
   if combine.n_blocks == 1:
     jax.debug.callback(print_progress, i, inertia, shift, converged)
   else:
+    # One line per iteration, from the first block only.
+    printer = functools.partial(print_progress, note="(sharded)")
     lax.cond(combine.block_index() == 0,
-             lambda: jax.debug.callback(print_progress, i, inertia, shift, converged),
+             lambda: jax.debug.callback(printer, i, inertia, shift, converged),
              lambda: None)
 
 
