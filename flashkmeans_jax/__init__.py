@@ -15,6 +15,9 @@ from flashkmeans_jax.api.sharded import (allreduce_sums, psum_sums, sharded_assi
                                          sharded_init_kmeans_plusplus, sharded_kmeans,
                                          sharded_update)
 from flashkmeans_jax.api.streaming import assign_streaming, kmeans_streaming
+from flashkmeans_jax.api.training import (CodebookTransform, EMAState, MiniBatchState,
+                                          VQResult, ema_codebook, minibatch_codebook,
+                                          vector_quantize)
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.estimator import KMeans
 from flashkmeans_jax.ops.assign.config import AssignConfig
@@ -22,6 +25,8 @@ from flashkmeans_jax.ops.cluster_sums.config import UpdateConfig
 
 __all__ = [
     "AssignConfig",
+    "CodebookTransform",
+    "EMAState",
     "KMeans",
     "KMeansResult",
     "__version__",
@@ -32,11 +37,14 @@ __all__ = [
     "checked_batched_kmeans",
     "checked_kmeans",
     "cluster_sums",
+    "ema_codebook",
     "finalize_centroids",
     "init_kmeans_plusplus",
     "init_random",
     "kmeans",
     "kmeans_streaming",
+    "MiniBatchState",
+    "minibatch_codebook",
     "psum_sums",
     "sharded_assign",
     "sharded_init_kmeans_plusplus",
@@ -44,4 +52,6 @@ __all__ = [
     "sharded_update",
     "update",
     "UpdateConfig",
+    "VQResult",
+    "vector_quantize",
 ]
