@@ -326,3 +326,32 @@ def target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
     raise ValueError(
         f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")
   return dt
+
+
+def check_fraction(value: Any, name: str) -> float:
+  """A float in ``[0, 1)`` (a decay rate)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be a float, got {type(value).__name__} ({value!r})")
+  value = float(value)
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f"{name} must lie in [0, 1), got {value}")
+  return value
+
+
+def check_positive_float(value: Any, name: str) -> float:
+  """A finite float ``> 0``."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be a float, got {type(value).__name__} ({value!r})")
+  value = float(value)
+  if not np.isfinite(value) or value <= 0:
+    raise ValueError(f"{name} must be a finite number > 0, got {value}")
+  return value
+
+
+def check_axes(axis_name: Any) -> tuple[str, ...]:
+  """A mesh axis name or a tuple of them, as a tuple."""
+  axes = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+  if not axes or not all(isinstance(a, str) for a in axes):
+    raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got "
+                    f"{axis_name!r}")
+  return axes
