@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from flashkmeans_jax import assign, assign_streaming, kmeans, kmeans_streaming
-from flashkmeans_jax.drivers.streaming import driver as streaming
-from flashkmeans_jax.drivers.streaming.host_io import StreamingReadError
+from flashkmeans_jax.drivers.streaming import host_seeding, passes, plan
+from flashkmeans_jax.drivers.streaming.host_io import HostSource, StreamingReadError
+from flashkmeans_jax.drivers.streaming.progress import Progress
+from flashkmeans_jax.drivers.streaming.streamer import Streamer
 from tests import helpers
 
 N, D, K = 1000, 8, 5
@@ -35,10 +37,10 @@ def _reference(x, init, **kw):
   return kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(init), impl="xla", **kw)
 
 
-def _stream(x, init, **kw):
+def _stream(x, init, *, key=None, **kw):
   kw.setdefault("chunk_size", CHUNK)
   kw.setdefault("impl", "xla")
-  return kmeans_streaming(jax.random.key(0), x, K, init=init, **kw)
+  return kmeans_streaming(jax.random.key(0) if key is None else key, x, K, init=init, **kw)
 
 
 def _assert_same(got, ref, rtol=1e-5):
@@ -149,10 +151,13 @@ def test_random_init_picks_distinct_rows(data):
   x, _ = data
   w = np.ones(N, np.float32)
   w[N // 2:] = 0.0  # weighted draw must stay in the first half
+  src = HostSource(x, "host_x")
+  p = plan.plan_chunks(N, D, ROW, CHUNK, 0)
   for weights, limit in [(None, N), (w, N // 2)]:
-    src, wsrc, plan, dev = streaming._setup(x, weights, CHUNK, 0, None)
-    c0 = np.asarray(streaming._initial_centroids(
-        jax.random.key(4), src, wsrc, plan, 50, "random", "sqeuclidean", 10**6, dev))
+    wsrc = None if weights is None else HostSource(weights, "weights", dtype=np.float32)
+    c0 = np.asarray(host_seeding.initial_centroids(
+        jax.random.key(4), src, wsrc, p, 50, "random", "sqeuclidean", 10**6,
+        jax.devices()[0]))
     hits = [np.flatnonzero((x == row).all(1)) for row in c0]
     assert all(len(h) == 1 for h in hits)
     rows = np.concatenate(hits)
@@ -254,18 +259,18 @@ def test_prefetch_spans_passes_and_stops_after_the_final_one(data):
 def test_pass_after_a_failed_pass_starts_from_its_first_chunk(data):
   x, init = data
   reader = _CountingReader(x, fail_at=(300, 2))  # chunk 1 in the second pass
-  src, _, plan, device = streaming._setup(reader, None, CHUNK, 0, None)
-  cfg = streaming.ops.Cfg(K, "sqeuclidean", "xla", None, None, "keep", K)
+  src = HostSource(reader, "host_x")
+  opts = passes.StepOptions(K, "sqeuclidean", "xla", None, None, "keep", K)
   c = jnp.asarray(init)
-  new = lambda: streaming.ops.new_acc(cfg, D, lloyd=True, moments=False)  # noqa: E731
-  with streaming._Streamer(src, None, plan, cfg, "device_put", device,
-                           streaming._Progress(False, N)) as st:
+  new = lambda: passes.lloyd_totals(opts, D, moments=False)  # noqa: E731
+  with Streamer(src, None, plan.plan_chunks(N, D, ROW, CHUNK, 0), opts, "device_put",
+                jax.devices()[0], Progress(False, N)) as st:
     first = st.run_pass(new(), c)
     with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*transient"):
       st.run_pass(new(), c)
     again = st.run_pass(new(), c, final=True)
-  for key in ("sums", "counts", "inertia"):
-    np.testing.assert_allclose(np.asarray(again[key]), np.asarray(first[key]), rtol=1e-6)
+  for a, b in zip(again.clusters, first.clusters):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same chunks, same order
 
 
 def test_short_read_raises(data):
@@ -317,24 +322,24 @@ def test_assign_streaming(data, method):
 
 
 def test_plan_chunks():
-  p = streaming.plan_chunks(1000, 8, 32, 300, 0)
+  p = plan.plan_chunks(1000, 8, 32, 300, 0)
   assert (p.n_resident, p.tail_resident, p.streamed()) == (0, False, [0, 1, 2, 3])
-  p = streaming.plan_chunks(1000, 8, 32, 300, 2 * 300 * 32 + 5)
+  p = plan.plan_chunks(1000, 8, 32, 300, 2 * 300 * 32 + 5)
   assert (p.n_resident, p.resident_rows, p.streamed()) == (2, 600, [2, 3])
-  p = streaming.plan_chunks(1000, 8, 32, 300, 1000 * 32)
+  p = plan.plan_chunks(1000, 8, 32, 300, 1000 * 32)
   assert (p.n_resident, p.tail_resident, p.resident_rows, p.streamed()) == (3, True, 1000, [])
-  p = streaming.plan_chunks(1000, 8, 32, None, 0)
+  p = plan.plan_chunks(1000, 8, 32, None, 0)
   assert p.chunk == 1000  # default chunk (256 MiB) clamps to N
-  p = streaming.plan_chunks(10**8, 128, 256, None, 0)
+  p = plan.plan_chunks(10**8, 128, 256, None, 0)
   assert p.chunk * 256 <= 256 * 2**20 and p.chunk % 1024 == 0
-  p = streaming.plan_chunks(10**8, 128, 256, None, 0, chunk_bytes=2**30)
+  p = plan.plan_chunks(10**8, 128, 256, None, 0, chunk_bytes=2**30)
   assert p.chunk == 2**22
 
 
 @pytest.mark.parametrize("n,budget_chunks", [(1000, 0), (1000, 2), (1000, 4), (3000, 1),
                                               (3000, 7), (3000, 10), (2900, 9)])
 def test_plan_schedule_spreads_streamed_chunks(n, budget_chunks):
-  p = streaming.plan_chunks(n, 8, 32, 300, budget_chunks * 300 * 32)
+  p = plan.plan_chunks(n, 8, 32, 300, budget_chunks * 300 * 32)
   order = p.schedule()
   # Every chunk exactly once; each kind in row order.
   assert sorted(j for j, _ in order) == list(range(len(order)))
@@ -366,7 +371,7 @@ class _FakeDevice:
     ({"bytes_limit": 2 * 2**30, "bytes_in_use": 0}, 64 * 2**20),  # floor
 ])
 def test_default_chunk_bytes(stats, expected):
-  assert streaming.default_chunk_bytes(_FakeDevice(stats)) == expected
+  assert plan.default_chunk_bytes(_FakeDevice(stats)) == expected
 
 
 def test_bad_arguments(data):
@@ -385,3 +390,98 @@ def test_bad_arguments(data):
   w[650] = -1.0  # a reader is checked chunk by chunk, as it is read
   with pytest.raises(ValueError, match=r"weights in chunk 2 \(rows 600:900\)"):
     _stream(x, init, weights=_Reader(w), device_budget_bytes=0)
+
+
+# --------------------------------------------------------------------------
+# Restarts and validation shared with kmeans
+
+
+def test_n_init_keeps_the_lowest_inertia(data):
+  # n_init restarts use jax.random.split(key, n_init), as kmeans does: each
+  # equals a separate single run from its split key, and the winner (lowest
+  # inertia, first on ties) is returned with its own labels and distances.
+  x, _ = data
+  key = jax.random.key(11)
+  kw = dict(max_iter=4, device_budget_bytes=BUDGETS["partial"])
+  singles = [_stream(x, "random", key=sub, **kw) for sub in jax.random.split(key, 3)]
+  inertias = [float(r.inertia) for r in singles]
+  assert np.argmin(inertias) > 0  # the restarts differ and the first does not win
+  win = singles[int(np.argmin(inertias))]
+  labels_out = np.full(N, -1, np.int32)
+  dist_out = np.full(N, np.nan, np.float32)
+  got = _stream(x, "random", key=key, n_init=3, labels_out=labels_out, dist_out=dist_out,
+                **kw)
+  assert got.labels is labels_out
+  assert float(got.inertia) == min(inertias)
+  np.testing.assert_array_equal(np.asarray(got.centroids), np.asarray(win.centroids))
+  np.testing.assert_array_equal(labels_out, win.labels)
+  assert int(got.n_iter) == int(win.n_iter)
+  np.testing.assert_array_equal(np.asarray(got.inertia_history),
+                                np.asarray(win.inertia_history))
+  d = helpers.np_distances(x, np.asarray(got.centroids), "sqeuclidean")[np.arange(N), labels_out]
+  np.testing.assert_allclose(dist_out, d, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(float(got.inertia), d.sum(), rtol=1e-5)
+
+
+def test_n_init_with_explicit_init_is_one_run(data):
+  x, init = data
+  one = _stream(x, init, device_budget_bytes=0, max_iter=3)
+  many = _stream(x, init, device_budget_bytes=0, max_iter=3, n_init=4)
+  np.testing.assert_array_equal(many.labels, one.labels)
+  np.testing.assert_array_equal(np.asarray(many.centroids), np.asarray(one.centroids))
+
+
+def test_numpy_int_k(data):
+  x, init = data
+  got = _stream(x, init, device_budget_bytes=0, max_iter=3)
+  again = kmeans_streaming(jax.random.key(0), x, np.int64(K), init=init, chunk_size=CHUNK,
+                           impl="xla", device_budget_bytes=0, max_iter=3)
+  np.testing.assert_array_equal(again.labels, got.labels)
+
+
+def _message(fn):
+  with pytest.raises(Exception) as e:
+    fn()
+  return type(e.value), str(e.value)
+
+
+def test_nan_init_raises_like_kmeans(data):
+  x, init = data
+  bad = init.copy()
+  bad[2, 1] = np.nan
+  ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(bad)))
+  assert ref[0] is ValueError
+  assert _message(lambda: _stream(x, bad)) == ref
+  assert _message(lambda: _stream(x, jnp.asarray(bad))) == ref
+  # check_finite=False lets it through in both (and the run does not raise).
+  _stream(x, bad, max_iter=1, check_finite=False, device_budget_bytes=0)
+
+
+def test_all_zero_weights_raise_like_kmeans(data, tmp_path):
+  x, init = data
+  w = np.zeros(N, np.float32)
+  ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(init),
+                                weights=jnp.asarray(w)))
+  assert ref[0] is ValueError
+  assert _message(lambda: _stream(x, init, weights=w)) == ref  # checked up front
+  # Readers and memmaps are checked as they stream: after the first pass.
+  path = tmp_path / "w.f32"
+  w.tofile(path)
+  mm = np.memmap(path, np.float32, mode="r", shape=(N,))
+  for weights in (_Reader(w), mm):
+    assert _message(lambda: _stream(x, init, weights=weights, device_budget_bytes=0)) == ref
+
+
+def test_bad_arguments_match_kmeans(data):
+  x, init = data
+  for kw in (dict(max_iter=0), dict(tol=-1.0), dict(metric="l1"), dict(empty="drop"),
+             dict(n_init=0), dict(impl="cuda"), dict(init="kmeans")):
+    ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, **kw))
+    assert _message(lambda: kmeans_streaming(jax.random.key(0), x, K, **kw)) == ref, kw
+  for k in (0, N + 1, 2.0):
+    ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), k))
+    assert _message(lambda: kmeans_streaming(jax.random.key(0), x, k)) == ref, k
+  ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=init[:, :3]))
+  assert _message(lambda: kmeans_streaming(jax.random.key(0), x, K, init=init[:, :3])) == ref
+  ref = _message(lambda: kmeans(0, jnp.asarray(x), K))
+  assert _message(lambda: kmeans_streaming(0, x, K)) == ref

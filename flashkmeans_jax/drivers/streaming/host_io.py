@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-__all__ = ["StreamingReadError", "HostSource", "Prefetcher", "Stager", "STAGINGS"]
+__all__ = ["StreamingReadError", "HostSource", "Prefetcher", "Stager", "STAGINGS",
+           "pinned_available"]
 
 # How chunks reach the device: "pageable" hands the NumPy chunk to
 # jax.device_put (the runtime copies it through its own staging buffer);
@@ -207,6 +208,7 @@ class Prefetcher:
 
 
 def pinned_available(device: Any) -> bool:
+  """Whether ``device`` offers pinned host memory (``memory_kind="pinned_host"``)."""
   try:
     return any(m.kind == "pinned_host" for m in device.addressable_memories())
   except Exception:  # backends without memory kinds
