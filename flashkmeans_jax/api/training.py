@@ -130,6 +130,25 @@ def vector_quantize(x: jax.Array, codebook: jax.Array, *, commitment_cost: float
                   cb_loss + jnp.float32(commitment_cost) * commit_loss)
 
 
+def _transform(init_state, step, impl, needs_key: bool) -> CodebookTransform:
+  """``(init, update)`` around a codebook step of :mod:`flashkmeans_jax.lloyd.codebook`:
+  arguments checked at trace time, the implementation resolved per shape."""
+
+  def init(codebook):
+    validation.check_points(codebook, "codebook")
+    return init_state(codebook)
+
+  def update(state, x, *, weights=None, mask=None, key=None):
+    validation.check_points(x)
+    validation.check_centroids(state.codebook, x.shape[1], "state.codebook")
+    if needs_key:
+      validation.check_key(key)
+    resolved = validation.resolve_impl(impl, x.shape[0], state.codebook.shape[0])
+    return step(state, x, _weights(x, weights, mask), key, resolved)
+
+  return CodebookTransform(init, update)
+
+
 def ema_codebook(decay: float = 0.99, eps: float = 1e-5, *,
                  dead_threshold: float | None = None, metric: str = "sqeuclidean",
                  impl: str | None = None, precision: Any = None, config: Any = None,
@@ -159,22 +178,13 @@ def ema_codebook(decay: float = 0.99, eps: float = 1e-5, *,
   precision = validation.resolve_precision(precision)
   validation.check_impl(impl)
 
-  def init(codebook):
-    validation.check_points(codebook, "codebook")
-    return codebook_mod.ema_init(codebook)
-
-  def update(state, x, *, weights=None, mask=None, key=None):
-    validation.check_points(x)
-    validation.check_centroids(state.codebook, x.shape[1], "state.codebook")
-    if dead_threshold is not None:
-      validation.check_key(key)
-    resolved = validation.resolve_impl(impl, x.shape[0], state.codebook.shape[0])
+  def step(state, x, w, key, resolved):
     return codebook_mod.ema_update(
-        state, x, _weights(x, weights, mask), decay=decay, eps=eps,
-        dead_threshold=dead_threshold, key=key, metric=metric, impl=resolved,
-        precision=precision, config=config, combine=_combine(axis_name))
+        state, x, w, decay=decay, eps=eps, dead_threshold=dead_threshold, key=key,
+        metric=metric, impl=resolved, precision=precision, config=config,
+        combine=_combine(axis_name))
 
-  return CodebookTransform(init, update)
+  return _transform(codebook_mod.ema_init, step, impl, dead_threshold is not None)
 
 
 def minibatch_codebook(*, metric: str = "sqeuclidean", impl: str | None = None,
@@ -183,22 +193,16 @@ def minibatch_codebook(*, metric: str = "sqeuclidean", impl: str | None = None,
   """Mini-batch k-means steps as ``(init, update)``: each code moves to the
   weighted mean of all points it has been assigned so far (scikit-learn's
   ``MiniBatchKMeans`` update without its random reassignment). State:
-  :class:`MiniBatchState`. Arguments as in :func:`ema_codebook`."""
+  :class:`MiniBatchState`. Arguments as in :func:`ema_codebook`; ``update``
+  ignores ``key``."""
   metric = validation.check_metric(metric)
   precision = validation.resolve_precision(precision)
   validation.check_impl(impl)
 
-  def init(codebook):
-    validation.check_points(codebook, "codebook")
-    return codebook_mod.minibatch_init(codebook)
-
-  def update(state, x, *, weights=None, mask=None, key=None):
-    del key  # same signature as the EMA update
-    validation.check_points(x)
-    validation.check_centroids(state.codebook, x.shape[1], "state.codebook")
-    resolved = validation.resolve_impl(impl, x.shape[0], state.codebook.shape[0])
+  def step(state, x, w, key, resolved):
+    del key
     return codebook_mod.minibatch_update(
-        state, x, _weights(x, weights, mask), metric=metric, impl=resolved,
-        precision=precision, config=config, combine=_combine(axis_name))
+        state, x, w, metric=metric, impl=resolved, precision=precision, config=config,
+        combine=_combine(axis_name))
 
-  return CodebookTransform(init, update)
+  return _transform(codebook_mod.minibatch_init, step, impl, False)

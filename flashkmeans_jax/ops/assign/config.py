@@ -17,8 +17,8 @@ from flashkmeans_jax.core import device
 from flashkmeans_jax.core import tiling
 
 
-@dataclasses.dataclass(frozen=True)
-class AssignConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AssignConfig(tiling.TritonLaunch):
   """FlashAssign tiling.
 
   Attributes:
@@ -27,7 +27,7 @@ class AssignConfig:
     block_d: feature columns per dot; smaller than the padded D means the
       kernel loops over D inside each centroid tile (large D, bounded shared
       memory) and re-reads the point tile from L2.
-    num_warps, num_stages: Triton launch parameters.
+    num_warps, num_stages: Triton launch parameters (:class:`TritonLaunch`).
     deferred_argmin: keep an element-wise ``[block_n, block_k]`` running
       minimum over the centroid tiles and reduce it over the centroids once at
       the end, instead of a min and an argmin reduction per tile.
@@ -39,8 +39,6 @@ class AssignConfig:
   block_n: int = 128
   block_k: int = 64
   block_d: int = 256
-  num_warps: int = 4
-  num_stages: int = 2
   deferred_argmin: bool = False
   half_prepass: bool = False
 

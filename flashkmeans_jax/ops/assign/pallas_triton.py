@@ -237,8 +237,7 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
       out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),
                  jax.ShapeDtypeStruct((n,), jnp.float32)),
       grid=(pl.cdiv(n, block_n),),
-      compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps,
-                                           num_stages=cfg.num_stages),
+      compiler_params=cfg.compiler_params(),
       interpret=interpret,
       name="flash_assign",
   )(x, c, bias, *extra)

@@ -9,8 +9,8 @@ from flashkmeans_jax.core import device
 from flashkmeans_jax.core import tiling
 
 
-@dataclasses.dataclass(frozen=True)
-class UpdateConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UpdateConfig(tiling.TritonLaunch):
   """Sort-inverse update tiling.
 
   Attributes:
@@ -19,7 +19,8 @@ class UpdateConfig:
       serialise the update).
     block_rows: points gathered per step inside a program.
     block_d: feature columns per program (a second grid axis).
-    num_warps, num_stages: Triton launch parameters.
+    num_warps, num_stages: Triton launch parameters (:class:`TritonLaunch`;
+      8 warps by default here).
     fold_rows: sum the gathered rows of each step right away into a
       ``[block_d]`` accumulator instead of keeping ``[block_rows, block_d]``
       partials until the end (fewer registers, so larger steps fit).
@@ -28,9 +29,8 @@ class UpdateConfig:
   rows_per_item: int = 256
   block_rows: int = 32
   block_d: int = 128
-  num_warps: int = 8
-  num_stages: int = 2
   fold_rows: bool = False
+  num_warps: int = 8
 
 
 def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:
