@@ -1,60 +1,52 @@
 """vmap of the public ``kmeans`` against ``batched_kmeans`` (GPU), per Lloyd
-iteration, on the batched rows of the grid.
+iteration (the marginal iteration of :mod:`benchmarks.harness`), on the
+batched rows of the grid.
 
-    python benchmarks/bench_batched.py --out bench_batched.json
+    python benchmarks/bench_batched.py      # batched-vmap_<dtype>_<card>_<date>.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 import jax
-import jax.numpy as jnp
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 import flashkmeans_jax as fk  # noqa: E402
-from benchmarks.run_suite import BATCHED, _median_run  # noqa: E402
+
+
+def vmapped_runner(x, c, k):
+  """``run(iters)``: ``jax.jit(jax.vmap(fk.kmeans))`` over the members."""
+  keys = jax.random.split(jax.random.key(0), x.shape[0])
+  compiled = {}
+
+  def run(iters):
+    if iters not in compiled:
+      compiled[iters] = jax.jit(jax.vmap(lambda kk, xx, cc: fk.kmeans(
+          kk, xx, k, init=cc, max_iter=iters, tol=0.0, check_finite=False)))
+    jax.block_until_ready(compiled[iters](keys, x, c))
+  return run
 
 
 def main():
-  ap = argparse.ArgumentParser()
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--dtype", default="float16")
-  ap.add_argument("--out", default="bench_batched.json")
+  ap.add_argument("--out", default=None, help="default: batched-vmap_<dtype>_<card>_<date>.json")
   args = ap.parse_args()
-  rows = []
-  key = jax.random.key(0)
-  for (b, n, k, d) in BATCHED:
-    x = jax.random.normal(jax.random.key(1), (b, n, d), jnp.dtype(args.dtype))
-    c = x[:, :k, :]
-    keys = jax.random.split(key, b)
-
-    def batched(iters):
-      jax.block_until_ready(fk.batched_kmeans(key, x, k, init=c, max_iter=iters, tol=0.0,
-                                              check_finite=False))
-
-    vm = {}
-
-    def vmapped(iters):
-      if iters not in vm:
-        vm[iters] = jax.jit(jax.vmap(
-            lambda kk, xx, cc: fk.kmeans(kk, xx, k, init=cc, max_iter=iters, tol=0.0,
-                                         check_finite=False)))
-      jax.block_until_ready(vm[iters](keys, x, c))
-
+  out = harness.Results(args.out or harness.result_name("batched-vmap", args.dtype),
+                        dtype=args.dtype)
+  for (b, n, k, d) in harness.GRID["batched"]:
+    x, c = harness.grid_problem(b, n, k, d, args.dtype)
     rec = dict(B=b, N=n, K=k, D=d, dtype=args.dtype)
-    for name, run in (("batched_ms", batched), ("vmap_ms", vmapped)):
-      run(2)
-      run(12)
-      t1 = _median_run(lambda: run(2), 5)
-      t2 = _median_run(lambda: run(12), 5)
-      rec[name] = (t2 - t1) * 1e3 / 10
+    for label, run in (("batched_ms", harness.lloyd_runner(x, c, k, check_finite=False)),
+                       ("vmap_ms", vmapped_runner(x, c, k))):
+      rec[label] = harness.marginal_ms(run, 2, 12, reps=5)
     rec["vmap_over_batched"] = rec["vmap_ms"] / rec["batched_ms"]
-    rows.append(rec)
-    print(json.dumps(rec), flush=True)
-  with open(args.out, "w") as fh:
-    json.dump(rows, fh, indent=1)
+    out.add(rec)
+  print(f"wrote {out.path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,46 +1,43 @@
 """XLA path against the Pallas kernels where the default picks XLA (GPU).
 
-    python benchmarks/bench_dispatch.py --out dispatch.json
+    python benchmarks/bench_dispatch.py     # dispatch_<card>_<date>.json
 
 For batched problems whose members are small (N*K < 2^22 per member), times
 ``batched_kmeans`` with ``impl="xla"`` and ``impl="pallas"`` over batch sizes,
-with the suite's method (fixed iterations, difference of a long and a short
-run), to place the threshold of ``flashkmeans_jax._dispatch``.
+with the grid's method (fixed iterations, the marginal iteration of
+:mod:`benchmarks.harness`), to place the threshold of the default dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from benchmarks import run_suite  # noqa: E402
+# (Small N with large K reaches a fixed point within the timed iterations,
+# which the fixed-iteration method refuses, so K stays small here.)
+ROWS = ((1, 16384, 100), (8, 16384, 100), (32, 16384, 100), (128, 16384, 100),
+        (1, 65536, 32))
 
 
 def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--out", default="dispatch.json")
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--out", default=None, help="default: dispatch_<card>_<date>.json")
   args = ap.parse_args()
-  rows = []
+  out = harness.Results(args.out or harness.result_name("dispatch"))
   for dtype in ("float16", "bfloat16"):
-    # (Small N with large K reaches a fixed point within the timed iterations,
-    # which the fixed-iteration method refuses, so K stays small here.)
-    for b, n, k in ((1, 16384, 100), (8, 16384, 100), (32, 16384, 100), (128, 16384, 100),
-                    (1, 65536, 32)):
-      x = jax.random.normal(jax.random.key(1), (b, n, 128), jnp.dtype(dtype))
-      c = x[:, :k, :]
+    for b, n, k in ROWS:
+      x, c = harness.grid_problem(b, n, k, 128, dtype)
       rec = dict(B=b, N=n, K=k, D=128, dtype=dtype)
       for impl in ("xla", "pallas"):
-        rec[impl + "_ms"] = run_suite.per_iter_ms(run_suite.ours(x, c, k, impl), 2, 12, reps=5)
+        run = harness.lloyd_runner(x, c, k, impl=impl, check_finite=False)
+        rec[impl + "_ms"] = harness.marginal_ms(run, 2, 12, reps=5)
       rec["pallas_over_xla"] = rec["pallas_ms"] / rec["xla_ms"]
-      print(json.dumps(rec), flush=True)
-      rows.append(rec)
-      with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
+      out.add(rec)
+  print(f"wrote {out.path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,31 @@
-"""Kernel-level timings and tile sweeps (GPU): FlashAssign and the sort-inverse
-update against XLA and the official flash-kmeans kernels on the same card.
+"""Kernel-level timings and tile sweeps (GPU): the assignment and the cluster
+sums against XLA and the official flash-kmeans kernels on the same card.
 
-    python benchmarks/bench_kernels.py --out results.json [--sweep]
+    python benchmarks/bench_kernels.py [--sweep] [--update-sweep] [--big]
 
-Prints one line per measurement and writes all of them as JSON.
+Everything goes through the public ops: ``fk.assign`` (``impl="pallas"``, a
+tiling as ``config=fk.AssignConfig(...)``, ``precision=``) and
+``fk.cluster_sums`` (``config=fk.UpdateConfig(...)``). The update's internal
+pieces (label sort, work list, gather kernel) have no public entry and are
+measured only inside the whole ``cluster_sums`` call. Prints one JSON line per
+measurement and writes all of them (default name
+``kernels_<dtype>_<card>_<date>.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
+import os
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from benchmarks import _timing  # noqa: E402
-from flashkmeans_jax import assignment, centroid_update  # noqa: E402
-from flashkmeans_jax.kernels import config as cfgmod  # noqa: E402
-from flashkmeans_jax.kernels import flash_assign, sorted_update  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
+import flashkmeans_jax as fk  # noqa: E402
 
 SHAPES = [  # (N, K, D)
     (1 << 20, 1024, 128),
@@ -33,7 +37,20 @@ SHAPES = [  # (N, K, D)
 ]
 
 
-def official_assign_update():
+def padded_d(d: int) -> int:
+  """Feature width the kernels work on: the next power of two, at least 16."""
+  return max(16, 1 << (d - 1).bit_length())
+
+
+def assign_fn(impl=None, config=None, precision=None):
+  return jax.jit(lambda x, c: fk.assign(x, c, impl=impl, config=config, precision=precision))
+
+
+def sums_fn(k, impl=None, config=None):
+  return jax.jit(lambda x, l: fk.cluster_sums(x, l, k, impl=impl, config=config))
+
+
+def official_kernels():
   try:
     import torch
     from flash_kmeans.assign_euclid_triton import euclid_assign_triton
@@ -45,78 +62,102 @@ def official_assign_update():
 
 
 def sweep_configs(d):
-  dp = max(16, cfgmod.next_pow2(d))
+  dp = padded_d(d)
   for bn, bk, w, s in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3)):
     if bn == 256 and w == 4:
       continue
     for bd in sorted({dp, min(dp, 128)} if dp > 256 else {dp}):
-      yield cfgmod.AssignConfig(block_n=bn, block_k=bk, block_d=bd, num_warps=w, num_stages=s)
+      yield fk.AssignConfig(block_n=bn, block_k=bk, block_d=bd, num_warps=w, num_stages=s)
 
 
-def update_sweep(n, k, d, dtype, rows):
-  """Times the pieces of the sort-inverse update and a few kernel configs."""
-  kx, kl = jax.random.split(jax.random.key(1))
-  x = jax.random.normal(kx, (n, d), dtype)
-  labels = jax.random.randint(kl, (n,), 0, k, jnp.int32)
-  pieces = {
-      "argsort_stable": jax.jit(lambda l: jnp.argsort(l)),
-      "argsort_unstable": jax.jit(lambda l: jnp.argsort(l, stable=False)),
-      "packed_sort": jax.jit(lambda l: sorted_update.sort_by_label(l, k)),
-      "work_items": jax.jit(lambda l: sorted_update.work_items(l, k, 256)),
-      "work_items_512": jax.jit(lambda l: sorted_update.work_items(l, k, 512)),
-      "xla_scatter_sums": jax.jit(lambda l: centroid_update.cluster_sums_xla(x, l, k)),
-  }
-  rec = dict(n=n, k=k, d=d, dtype=str(dtype), kind="update_pieces")
-  for name, f in pieces.items():
-    rec[name] = _timing.time_jax(f, labels)
-  print(json.dumps(rec), flush=True)
-  rows.append(rec)
-  w = jnp.ones((n,), jnp.float32)
-  dp = max(16, cfgmod.next_pow2(d))
-  for rpi, br, bd, nw in itertools.product((256, 512, 1024), (32, 64), sorted({min(dp, 64), min(dp, 128)}), (4, 8)):
-    cfg = cfgmod.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
-                              num_stages=2)
-    perm, start, end = jax.jit(lambda l: sorted_update.work_items(l, k, rpi))(labels)[:3]
+def update_sweep(n, k, d, dtype, out):
+  """The whole sort-inverse update over kernel configurations, and XLA's."""
+  x, _, labels = harness.points_centroids_labels(n, k, d, dtype, seed=1)
+  out.add(dict(kind="update_pieces", n=n, k=k, d=d, dtype=jnp.dtype(dtype).name,
+               pallas_default_ms=harness.median_ms(sums_fn(k, "pallas"), x, labels),
+               xla_ms=harness.median_ms(sums_fn(k, "xla"), x, labels)))
+  dp = padded_d(d)
+  for rpi, br, bd, nw in itertools.product((256, 512, 1024), (32, 64),
+                                           sorted({min(dp, 64), min(dp, 128)}), (4, 8)):
+    cfg = fk.UpdateConfig(rows_per_item=rpi, block_rows=br, block_d=bd, num_warps=nw,
+                          num_stages=2)
     try:
-      f = jax.jit(lambda x, p, w, s, e, cfg=cfg: sorted_update.partial_sums(x, p, w, s, e, config=cfg))
-      ms_kernel = _timing.time_jax(f, x, perm, w, start, end, reps=3, inner=3, warmup=1)
-      g = jax.jit(lambda x, l, cfg=cfg: sorted_update.sorted_cluster_sums(x, l, k, config=cfg))
-      ms_total = _timing.time_jax(g, x, labels, reps=3, inner=3, warmup=1)
+      ms = harness.median_ms(sums_fn(k, "pallas", cfg), x, labels, reps=3, inner=3, warmup=1)
     except Exception as e:  # noqa: BLE001
-      ms_kernel = ms_total = None
+      ms = None
       print("update cfg failed", cfg, repr(e)[:200])
-    r = dict(n=n, k=k, d=d, kind="update_sweep", cfg=str(cfg), kernel_ms=ms_kernel,
-             total_ms=ms_total)
-    rows.append(r)
-    print(json.dumps(r), flush=True)
+    out.add(dict(n=n, k=k, d=d, kind="update_sweep", cfg=str(cfg), total_ms=ms))
 
 
-def big_assign(rows):
+def big_assign(out):
   """N=2^22, K=65536, D=128 float16: runs, and peak memory stays O(data)."""
   n, k, d = 1 << 22, 65536, 128
-  x = jax.random.normal(jax.random.key(0), (n, d), jnp.float16)
-  c = jax.random.normal(jax.random.key(1), (k, d), jnp.float16)
+  x, c, _ = harness.points_centroids_labels(n, k, d, jnp.float16)
   jax.block_until_ready((x, c))
-  base = _timing.peak_bytes()
-  f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c))
-  ms = _timing.time_jax(f, x, c, reps=3, inner=1, warmup=1)
-  peak = _timing.peak_bytes()
+  base = harness.peak_bytes()
+  ms = harness.median_ms(assign_fn("pallas"), x, c, reps=3, inner=1, warmup=1)
   rec = dict(kind="big_assign", n=n, k=k, d=d, ms=ms, tflops=2.0 * n * k * d / ms / 1e9,
-             data_bytes=x.nbytes + c.nbytes, peak_bytes=peak, peak_before=base,
-             nk_matrix_bytes=4 * n * k)
-  try:
-    g = jax.jit(lambda x, c: assignment.assign_reference(x, c))
-    jax.block_until_ready(g(x, c))
-    rec["xla_dense"] = "ran"
+             data_bytes=x.nbytes + c.nbytes, peak_bytes=harness.peak_bytes(),
+             peak_before=base, nk_matrix_bytes=4 * n * k)
+  try:  # the XLA path at this size (it tiles; the dense N x K formulation cannot run)
+    rec["xla_ms"] = harness.median_ms(assign_fn("xla"), x, c, reps=1, inner=1, warmup=1)
   except Exception as e:  # noqa: BLE001
-    rec["xla_dense"] = f"failed: {repr(e)[:160]}"
-  print(json.dumps(rec), flush=True)
-  rows.append(rec)
+    rec["xla_error"] = repr(e)[:160]
+  out.add(rec)
+
+
+def compare_shape(n, k, d, dtype_name, off, out, sweep):
+  dtype = jnp.dtype(dtype_name)
+  x, c, labels = harness.points_centroids_labels(n, k, d, dtype)
+  flops = 2.0 * n * k * d
+  rec = dict(n=n, k=k, d=d, dtype=dtype_name)
+  rec["pallas_assign_ms"] = harness.median_ms(assign_fn("pallas"), x, c)
+  if dtype == jnp.float32:
+    rec["pallas_assign_exact_ms"] = harness.median_ms(assign_fn("pallas", precision="highest"),
+                                                      x, c)
+  try:
+    rec["xla_assign_ms"] = harness.median_ms(assign_fn("xla"), x, c)
+  except Exception as e:  # noqa: BLE001
+    rec["xla_assign_ms"] = None
+    print("xla assign failed", repr(e)[:200])
+  rec["pallas_update_ms"] = harness.median_ms(sums_fn(k, "pallas"), x, labels)
+  rec["xla_update_ms"] = harness.median_ms(sums_fn(k, "xla"), x, labels)
+  if off is not None:
+    torch, oa, ou = off
+    tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float32": torch.float32}[dtype_name]
+    xt = torch.randn(1, n, d, device="cuda", dtype=tdt)
+    ct = torch.randn(1, k, d, device="cuda", dtype=tdt)
+    xsq = (xt.float() ** 2).sum(-1)
+    try:
+      rec["official_assign_ms"] = harness.median_ms_torch(lambda: oa(xt, ct, xsq))
+      ids = torch.randint(0, k, (1, n), device="cuda", dtype=torch.int32)
+      rec["official_update_ms"] = harness.median_ms_torch(lambda: ou(xt, ids, ct))
+    except Exception as e:  # noqa: BLE001
+      print("official failed", repr(e)[:300])
+    del xt, ct, xsq
+  rec["pallas_assign_tflops"] = flops / rec["pallas_assign_ms"] / 1e9
+  out.add(rec)
+  if not sweep:
+    return
+  best = None
+  for cfg in sweep_configs(d):
+    t0 = time.time()
+    r = dict(n=n, k=k, d=d, dtype=dtype_name, sweep=str(cfg))
+    try:
+      r["ms"] = harness.median_ms(assign_fn("pallas", cfg), x, c, reps=3, inner=3, warmup=1)
+    except Exception as e:  # noqa: BLE001
+      r["ms"], r["error"] = None, repr(e)[:120]
+    r["wall_s"] = round(time.time() - t0, 1)
+    out.add(r)
+    if r["ms"] is not None and (best is None or r["ms"] < best[0]):
+      best = (r["ms"], str(cfg))
+  out.add(dict(kind="assign_best", n=n, k=k, d=d, dtype=dtype_name, best=best))
 
 
 def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--out", default="bench_kernels.json")
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--out", default=None, help="default: kernels_<dtype>_<card>_<date>.json")
   ap.add_argument("--sweep", action="store_true", help="sweep assign tile configs")
   ap.add_argument("--dtype", default="float16")
   ap.add_argument("--shapes", default="all", help="comma list of shape indices")
@@ -124,83 +165,18 @@ def main():
   ap.add_argument("--big", action="store_true", help="N=2^22, K=65536 assign + peak memory")
   ap.add_argument("--no-main", action="store_true", help="skip the per-shape comparison")
   args = ap.parse_args()
-  dtype = jnp.dtype(args.dtype)
-  rows = []
+  out = harness.Results(args.out or harness.result_name("kernels", args.dtype),
+                        dtype=args.dtype)
   if args.update_sweep:
-    update_sweep(1 << 20, 1024, 128, dtype, rows)
+    update_sweep(1 << 20, 1024, 128, jnp.dtype(args.dtype), out)
   if args.big:
-    big_assign(rows)
-  if args.no_main:
-    shapes_override = []
-  off = official_assign_update()
+    big_assign(out)
   shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
-  if args.no_main:
-    shapes = shapes_override
-  print(_timing.versions(), flush=True)
-  for (n, k, d) in shapes:
-    kx, kc, kl = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (n, d), dtype)
-    c = jax.random.normal(kc, (k, d), dtype)
-    flops = 2.0 * n * k * d
-    rec = dict(n=n, k=k, d=d, dtype=args.dtype)
-    default_cfg = cfgmod.assign_config(n, k, d, dtype)
-    f = jax.jit(lambda x, c: flash_assign.flash_assign(x, c))
-    rec["pallas_assign_ms"] = _timing.time_jax(f, x, c)
-    rec["pallas_assign_cfg"] = str(default_cfg)
-    if dtype == jnp.float32:
-      fe = jax.jit(lambda x, c: flash_assign.flash_assign(x, c, precision="highest"))
-      rec["pallas_assign_exact_ms"] = _timing.time_jax(fe, x, c)
-    try:
-      g = jax.jit(lambda x, c: assignment.assign_xla(x, c))
-      rec["xla_assign_ms"] = _timing.time_jax(g, x, c)
-    except Exception as e:  # noqa: BLE001
-      rec["xla_assign_ms"] = None
-      print("xla assign failed", repr(e)[:200])
-    labels = jax.random.randint(kl, (n,), 0, k, jnp.int32)
-    u = jax.jit(lambda x, l: sorted_update.sorted_cluster_sums(x, l, k))
-    rec["pallas_update_ms"] = _timing.time_jax(u, x, labels)
-    ws = jax.jit(lambda l: sorted_update.work_items(l, k, 256))
-    rec["pallas_update_worklist_ms"] = _timing.time_jax(ws, labels)
-    v = jax.jit(lambda x, l: centroid_update.cluster_sums_xla(x, l, k))
-    rec["xla_update_ms"] = _timing.time_jax(v, x, labels)
-    if off is not None:
-      torch, oa, ou = off
-      tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16,
-             "float32": torch.float32}[args.dtype]
-      xt = torch.randn(1, n, d, device="cuda", dtype=tdt)
-      ct = torch.randn(1, k, d, device="cuda", dtype=tdt)
-      xsq = (xt.float() ** 2).sum(-1)
-      try:
-        rec["official_assign_ms"] = _timing.time_torch(lambda: oa(xt, ct, xsq))
-        ids = torch.randint(0, k, (1, n), device="cuda", dtype=torch.int32)
-        rec["official_update_ms"] = _timing.time_torch(lambda: ou(xt, ids, ct))
-      except Exception as e:  # noqa: BLE001
-        print("official failed", repr(e)[:300])
-      del xt, ct, xsq
-    rec["pallas_assign_tflops"] = flops / rec["pallas_assign_ms"] / 1e9
-    print(json.dumps(rec), flush=True)
-    rows.append(rec)
-    if args.sweep:
-      best = None
-      for cfg in sweep_configs(d):
-        t0 = time.time()
-        try:
-          fc = jax.jit(lambda x, c, cfg=cfg: flash_assign.flash_assign(x, c, config=cfg))
-          ms = _timing.time_jax(fc, x, c, reps=3, inner=3, warmup=1)
-        except Exception as e:  # noqa: BLE001
-          ms = None
-          err = repr(e)[:120]
-        r = dict(n=n, k=k, d=d, dtype=args.dtype, sweep=str(cfg), ms=ms)
-        if ms is None:
-          r["error"] = err
-        rows.append(r)
-        if ms is not None and (best is None or ms < best[0]):
-          best = (ms, cfg)
-        print(f"  sweep {cfg} -> {ms} ({time.time() - t0:.1f}s)", flush=True)
-      print(f"BEST n={n} k={k} d={d}: {best}", flush=True)
-    del x, c
-  with open(args.out, "w") as fh:
-    json.dump(rows, fh, indent=1)
+  if not args.no_main:
+    off = official_kernels()
+    for (n, k, d) in shapes:
+      compare_shape(n, k, d, args.dtype, off, out, args.sweep)
+  print(f"wrote {out.path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,16 @@ import argparse
 import gc
 import os
 import resource
+import sys
 import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-import flashkmeans_jax as fk
-from flashkmeans_jax import assignment, centroid_update
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
+import flashkmeans_jax as fk  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -106,14 +107,10 @@ def measure(fn):
 
 
 def make_data(n: int, d: int, seed: int = 0) -> jax.Array:
-  """float32 N(0, 1) data, generated in chunks, on the default device."""
-  rng = np.random.default_rng(seed)
-  host = np.empty((n, d), np.float32)
-  step = 1 << 16
-  for s in range(0, n, step):
-    host[s:s + step] = rng.standard_normal((min(step, n - s), d), np.float32)
-  x = jax.device_put(host)
-  x.block_until_ready()
+  """float32 standard-normal data on the default device (the host staging
+  copy freed before the baseline is taken)."""
+  host = harness.host_normal(n, d, np.float32, seed)
+  x = jax.block_until_ready(jax.device_put(host))
   del host
   gc.collect()
   return x
@@ -129,6 +126,8 @@ def main():
                  help="extra timed runs after the first (which includes compilation)")
   p.add_argument("--breakdown", action="store_true",
                  help="also measure one assign and one cluster_sums on their own")
+  p.add_argument("--out", default=None,
+                 help="also write the rows as JSON (e.g. cpu-memory_float32_cpu_<date>.json)")
   args = p.parse_args()
   n, d, k = args.n, args.d, args.k
 
@@ -152,14 +151,14 @@ def main():
                                            tol=0.0, impl="xla"))
   rows.append(("kmeans (compiled, check_finite=True)", secs, mem))
   if args.breakdown:
-    a = jax.jit(lambda x, c: assignment.assign_xla(x, c))
+    a = jax.jit(lambda x, c: fk.assign(x, c, impl="xla"))
     labels, _ = a(x, init)  # compile outside the measurement
     secs, _, mem = measure(lambda: a(x, init))
-    rows.append(("assign_xla alone", secs, mem))
-    cs = jax.jit(lambda x, l: centroid_update.cluster_sums_xla(x, l, k))
+    rows.append(('assign(impl="xla") alone', secs, mem))
+    cs = jax.jit(lambda x, l: fk.cluster_sums(x, l, k, impl="xla"))
     cs(x, labels)
     secs, _, mem = measure(lambda: cs(x, labels))
-    rows.append(("cluster_sums_xla alone", secs, mem))
+    rows.append(('cluster_sums(impl="xla") alone', secs, mem))
 
   print()
   print(f"### CPU memory: kmeans impl=\"xla\", N={n:,}, D={d}, K={k}, float32, "
@@ -178,6 +177,11 @@ def main():
     print(f"| {name} | {secs:.1f} | {per:.2f} | {m['peak_hwm_mib']:.0f} "
           f"| {m['peak_sampled_mib']:.0f} "
           f"| {m['maxrss_before_mib']:.0f} -> {m['maxrss_after_mib']:.0f} |")
+  if args.out:
+    out = harness.Results(args.out, official=False, n=n, d=d, k=k, dtype="float32",
+                          iters=args.iters, data_mib=data_mib)
+    for name, secs, m in rows:
+      out.add(dict(run=name, wall_s=secs, **m))
   worst = max(max(m["peak_hwm_mib"], m["peak_sampled_mib"]) for _, _, m in rows)
   print()
   print(f"Peak beyond data: {worst:.0f} MiB "

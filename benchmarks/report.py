@@ -1,8 +1,8 @@
 """Markdown tables from the suite's JSON files.
 
-    python benchmarks/report.py benchmarks/results/suite_*.json
+    python benchmarks/report.py benchmarks/results/grid-*.json
     python benchmarks/report.py --into benchmarks/RESULTS.md --section grid \
-        benchmarks/results/suite_single_h200.json ...
+        benchmarks/results/grid-single_h200_2026-11-26.json ...
 
 Without ``--into`` the tables go to standard output. With it they replace
 whatever stands between ``<!-- suite:SECTION:begin -->`` and
@@ -13,9 +13,12 @@ an interrupted run leaves the old one), or are appended with new markers.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
 
 def _f(v, nd=3):
@@ -75,7 +78,6 @@ def render(loaded) -> str:
 
 def write_markdown(path, loaded, section="grid"):
   """Puts :func:`render`'s tables between the section's markers in ``path``."""
-  import os
   begin, end = f"<!-- suite:{section}:begin -->", f"<!-- suite:{section}:end -->"
   body = f"{begin}\n{render(loaded)}{end}\n"
   old = open(path).read() if os.path.exists(path) else ""
@@ -91,12 +93,12 @@ def write_markdown(path, loaded, section="grid"):
 
 
 def main(argv):
-  ap = argparse.ArgumentParser()
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("paths", nargs="+")
   ap.add_argument("--into", default=None, help="Markdown file to update (see above)")
   ap.add_argument("--section", default="grid")
   args = ap.parse_args(argv)
-  loaded = [(p, json.load(open(p))) for p in args.paths]
+  loaded = [(p, harness.load(p)) for p in args.paths]
   if args.into:
     write_markdown(args.into, loaded, args.section)
   else:
