@@ -1,0 +1,162 @@
+"""k-means inside a training step (GPU): the library's VQ against the plain
+jnp formulation, forward and backward, and the EMA / mini-batch steps.
+
+    python benchmarks/bench_training.py --out training.json
+    python benchmarks/bench_training.py --smoke        # tiny rows, any backend
+
+Every row times jit-compiled functions of the same data (median of several
+synchronised calls, :func:`benchmarks.harness.median_ms`):
+
+* ``forward``: ``mean(fk.assign(x, c)[1])``;
+* ``grad_x`` / ``grad_c``: its gradient w.r.t. the points / the codebook;
+* ``step``: ``value_and_grad`` of the mean distance after a projection
+  ``x @ W`` w.r.t. ``(W, codebook)``: the library (``fk.assign``) and the
+  plain jnp formulation (full ``[N, K]`` distances, ``argmin``, gather);
+* ``vq``: the same step through ``fk.vector_quantize(...).loss``;
+* ``ema`` / ``minibatch``: one ``update`` of ``fk.ema_codebook()`` /
+  ``fk.minibatch_codebook()``, against ``pair``: ``fk.assign`` followed by
+  ``fk.update`` on the same batch.
+
+``warm``: ``fk.batched_kmeans(init=previous, max_iter=2)`` with its defaults
+on attention-style batches: the fixed cost of the call (whole call minus two
+marginal iterations) over the two iterations.
+
+Targets (issue 17): ``step_ratio = step / forward <= 2.5``; ``jnp / ours >=
+1`` on every row and ``>= 2`` from K=4096; ``ema / pair <= 1.2``; ``fixed_over_two_iters <= 0.2``. Rows whose
+``[N, K]`` float32 matrix exceeds ``--jnp-max-gib`` skip the jnp column (it
+would not fit or would dominate the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+if __package__:
+  from benchmarks import harness
+else:
+  import harness
+
+import flashkmeans_jax as fk
+
+ROWS = [(262144, 64, 1024), (65536, 128, 4096), (1048576, 64, 1024), (262144, 128, 16384),
+        (65536, 32, 512), (262144, 256, 4096), (1048576, 128, 4096)]
+SMOKE_ROWS = [(2048, 16, 32)]
+# Warm-started calls of attention-style token clustering (issue 17: Sparse
+# VideoGen 2 and LongCat-Video shapes), B, N, K, D.
+WARM = [(32, 75600, 1000, 128), (64, 37440, 293, 128)]
+SMOKE_WARM = [(2, 2048, 16, 32)]
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _jnp_loss(w, c, x):
+  z = x @ w
+  zf = z.astype(jnp.float32)
+  cf = c.astype(jnp.float32)
+  d = jnp.sum(zf * zf, 1)[:, None] - 2.0 * zf @ cf.T + jnp.sum(cf * cf, 1)[None, :]
+  lab = jax.lax.stop_gradient(jnp.argmin(d, axis=1))
+  return jnp.mean(jnp.sum(jnp.square(zf - cf[lab]), 1))
+
+
+def _ours_loss(w, c, x):
+  return jnp.mean(fk.assign(x @ w, c)[1])
+
+
+def _vq_loss(w, c, x):
+  return fk.vector_quantize(x @ w, c).loss
+
+
+def row(n, d, k, dtype, jnp_max_gib):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(n, d)), dtype)
+  w = jnp.asarray(np.eye(d) + 0.01 * rng.normal(size=(d, d)), dtype)
+  c = jnp.asarray(rng.normal(size=(k, d)), jnp.float32)
+  out = {"n": n, "d": d, "k": k, "dtype": dtype}
+  fwd = jax.jit(lambda x, c: jnp.mean(fk.assign(x, c)[1]))
+  out["forward_ms"] = harness.median_ms(fwd, x, c)
+  out["grad_x_ms"] = harness.median_ms(jax.jit(jax.grad(fwd, argnums=0)), x, c)
+  out["grad_c_ms"] = harness.median_ms(jax.jit(jax.grad(fwd, argnums=1)), x, c)
+  step = jax.jit(jax.value_and_grad(_ours_loss, argnums=(0, 1)))
+  out["step_ms"] = harness.median_ms(step, w, c, x)
+  out["step_ratio"] = out["step_ms"] / out["forward_ms"]
+  out["vq_step_ms"] = harness.median_ms(jax.jit(jax.value_and_grad(_vq_loss, argnums=(0, 1))),
+                                        w, c, x)
+  if n * k * 4 <= jnp_max_gib * 2 ** 30:
+    jstep = jax.jit(jax.value_and_grad(_jnp_loss, argnums=(0, 1)))
+    out["jnp_step_ms"] = harness.median_ms(jstep, w, c, x)
+    out["jnp_over_ours"] = out["jnp_step_ms"] / out["step_ms"]
+  ema = fk.ema_codebook(decay=0.99)
+  state = ema.init(c)
+  out["ema_ms"] = harness.median_ms(jax.jit(lambda s, x: ema.update(s, x)), state, x)
+  mb = fk.minibatch_codebook()
+  out["minibatch_ms"] = harness.median_ms(jax.jit(lambda s, x: mb.update(s, x)),
+                                          mb.init(c), x)
+
+  def pair(x, c):
+    labels, _ = fk.assign(x, c)
+    return fk.update(x, labels, c)
+
+  out["pair_ms"] = harness.median_ms(jax.jit(pair), x, c)
+  out["ema_over_pair"] = out["ema_ms"] / out["pair_ms"]
+  return out
+
+
+def warm_start_row(b, n, k, d, dtype):
+  """A ``batched_kmeans(init=previous, max_iter=2)`` call with its defaults
+  (argument checks, the eager finiteness check, the final assignment) against
+  two marginal iterations: ``fixed = whole - 2 * marginal``."""
+  x, init = harness.grid_problem(b, n, k, d, dtype)
+  run = harness.lloyd_runner(x, init, k)
+  marginal = harness.marginal_ms(run, 2, 6)
+  whole = harness.median_s(lambda: run(2), 5) * 1e3
+  fixed = whole - 2 * marginal
+  return {"b": b, "n": n, "k": k, "d": d, "dtype": dtype, "whole_2iter_ms": whole,
+          "marginal_ms": marginal, "fixed_ms": fixed,
+          "fixed_over_two_iters": fixed / (2 * marginal)}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--out", default=None, help="JSON path (default: a name from the harness)")
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--dtypes", default=",".join(DTYPES))
+  p.add_argument("--rows", default=None, help="comma-separated row indices")
+  p.add_argument("--jnp-max-gib", type=float, default=8.0)
+  p.add_argument("--cap-s", type=float, default=60.0, help="time cap per row")
+  p.add_argument("--no-warm-start", action="store_true",
+                 help="skip the warm-started batched_kmeans rows")
+  a = p.parse_args(argv)
+  rows = SMOKE_ROWS if a.smoke else ROWS
+  if a.rows:
+    rows = [rows[int(i)] for i in a.rows.split(",")]
+  results = harness.Results(a.out or harness.result_name("training-step"), official=False)
+  for n, d, k in rows:
+    for dtype in a.dtypes.split(","):
+      shape = {"n": n, "d": d, "k": k, "dtype": dtype}
+      # About 40 assignments' worth of work per row (timed calls and warm-ups).
+      note = harness.over_cap(harness.estimated_s(40 * 2.0 * n * k * d, dtype), a.cap_s)
+      if note:
+        results.add({**shape, "note": note})
+        continue
+      t0 = time.perf_counter()
+      try:
+        r = row(n, d, k, dtype, a.jnp_max_gib)
+      except Exception as e:  # noqa: BLE001 -- a failure is recorded in the row
+        r = {**shape, "error": f"{type(e).__name__}: {e}"[:300]}
+      r["row_s"] = time.perf_counter() - t0
+      results.add(r)
+  if not a.no_warm_start:
+    for b, n, k, d in (SMOKE_WARM if a.smoke else WARM):
+      try:
+        results.add(warm_start_row(b, n, k, d, "bfloat16"))
+      except Exception as e:  # noqa: BLE001
+        results.add({"b": b, "n": n, "k": k, "d": d, "error": f"{type(e).__name__}: {e}"[:300]})
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
