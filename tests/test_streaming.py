@@ -59,12 +59,13 @@ def _assert_same(got, ref, rtol=1e-5):
 BUDGETS = {"stream": 0, "partial": 2 * CHUNK * ROW, "all": N * ROW}
 
 
-@pytest.mark.parametrize("chunk,budget", [
-    (CHUNK, "stream"), (CHUNK, "partial"), (CHUNK, "all"), (128, "partial"), (N, "stream")])
-def test_matches_in_memory(data, chunk, budget):
+@pytest.mark.parametrize("chunk,budget,method", [
+    (CHUNK, "stream", "device_put"), (CHUNK, "partial", "device_put"),
+    (CHUNK, "all", "device_put"), (128, "partial", "device_put"), (N, "stream", "device_put"),
+    (CHUNK, "all", "io_callback")])  # the resident tail in the compiled pass
+def test_matches_in_memory(data, chunk, budget, method):
   x, init = data
-  got = _stream(x, init, chunk_size=chunk, device_budget_bytes=BUDGETS[budget],
-                method="device_put")
+  got = _stream(x, init, chunk_size=chunk, device_budget_bytes=BUDGETS[budget], method=method)
   _assert_same(got, _reference(x, init))
 
 
@@ -81,12 +82,6 @@ def test_methods_agree(data, method):
   np.testing.assert_allclose(np.asarray(got.centroids), np.asarray(base.centroids), rtol=1e-6)
   assert int(got.n_iter) == int(base.n_iter)
   _assert_same(got, _reference(x, init, weights=jnp.asarray(w)))
-
-
-def test_io_callback_all_resident_tail(data):
-  x, init = data
-  got = _stream(x, init, device_budget_bytes=BUDGETS["all"], method="io_callback")
-  _assert_same(got, _reference(x, init))
 
 
 def test_weights_match_in_memory(data):
@@ -145,6 +140,10 @@ def test_kmeans_plus_plus_on_full_data_equals_in_memory(data):
   got = kmeans_streaming(key, x, K, chunk_size=CHUNK, device_budget_bytes=0, impl="xla")
   ref = kmeans(key, jnp.asarray(x), K, impl="xla")
   _assert_same(got, ref)
+  # Blobs are well separated: a 200-row k-means++ start finds the same inertia.
+  sub = kmeans_streaming(key, x, K, chunk_size=CHUNK, device_budget_bytes=0,
+                         init_sample_size=200, impl="xla")
+  np.testing.assert_allclose(float(sub.inertia), float(ref.inertia), rtol=1e-3)
 
 
 def test_random_init_picks_distinct_rows(data):
@@ -164,16 +163,7 @@ def test_random_init_picks_distinct_rows(data):
     assert len(set(rows.tolist())) == 50 and rows.max() < limit
 
 
-def test_kmeans_plus_plus_subsample(data):
-  x, _ = data
-  res = kmeans_streaming(jax.random.key(5), x, K, chunk_size=CHUNK, device_budget_bytes=0,
-                         init_sample_size=200, impl="xla")
-  ref = kmeans(jax.random.key(5), jnp.asarray(x), K, impl="xla")
-  # blobs are well separated: a 200-row k-means++ start finds the same inertia
-  np.testing.assert_allclose(float(res.inertia), float(ref.inertia), rtol=1e-3)
-
-
-def test_memmap_input_and_labels_out(data, tmp_path):
+def test_memmap_and_reader_input_and_labels_out(data, tmp_path):
   x, init = data
   path = tmp_path / "x.f32"
   x.tofile(path)
@@ -184,6 +174,9 @@ def test_memmap_input_and_labels_out(data, tmp_path):
   _assert_same(got, _reference(x, init))
   out.flush()
   np.testing.assert_array_equal(np.fromfile(tmp_path / "labels.i32", np.int32), got.labels)
+  reader = _Reader(x)  # a generic (h5py/zarr-like) reader
+  _assert_same(_stream(reader, init, device_budget_bytes=CHUNK * ROW), _reference(x, init))
+  assert reader.calls > 0
 
 
 @pytest.mark.parametrize("method", ["device_put", "io_callback"])
@@ -214,20 +207,14 @@ class _Reader:
     return out[:-1] if self.short and isinstance(idx, slice) and idx.start >= CHUNK else out
 
 
-def test_generic_reader(data):
-  x, init = data
-  reader = _Reader(x)
-  got = _stream(reader, init, device_budget_bytes=CHUNK * ROW, method="device_put")
-  _assert_same(got, _reference(x, init))
-  assert reader.calls > 0
-
-
 @pytest.mark.parametrize("method", ["device_put", "io_callback"])
 def test_failing_reader_raises_with_chunk(data, method):
   x, init = data
   with pytest.raises(StreamingReadError, match=r"chunk 3 \(rows 900:1000\).*disk on fire") as e:
     _stream(_Reader(x, fail_from=950), init, device_budget_bytes=0, method=method)
   assert isinstance(e.value.__cause__, OSError)
+  with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*shape \(299, 8\)"):
+    _stream(_Reader(x, short=True), init, device_budget_bytes=0, method=method)
 
 
 class _CountingReader(_Reader):
@@ -273,36 +260,16 @@ def test_pass_after_a_failed_pass_starts_from_its_first_chunk(data):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same chunks, same order
 
 
-def test_short_read_raises(data):
+def test_progress_bar_only_when_verbose(data, capfd):
   x, init = data
-  with pytest.raises(StreamingReadError, match=r"chunk 1 \(rows 300:600\).*shape \(299, 8\)"):
-    _stream(_Reader(x, short=True), init, device_budget_bytes=0)
-
-
-def test_nan_rows_raise(data):
-  x, init = data
-  bad = x.copy()
-  bad[777, 3] = np.nan
-  with pytest.raises(ValueError, match="NaN or Inf in 1 rows"):
-    _stream(bad, init, device_budget_bytes=0)
-
-
-def test_verbose_progress_bar(data, capfd):
-  x, init = data
+  res = _stream(x, init, device_budget_bytes=0, max_iter=3)
+  assert capfd.readouterr() == ("", "") and int(res.n_iter) == 3
   _stream(x, init, device_budget_bytes=0, max_iter=3, verbose=True)
   out, err = capfd.readouterr()
   assert out == ""
   assert "iter 0" in err and "iter 2" in err and "assign" in err
   assert re.search(r"pt/s", err)
   assert "1.00k/1.00k" in err  # every row of the pass counted
-
-
-def test_quiet_by_default(data, capfd):
-  x, init = data
-  res = _stream(x, init, device_budget_bytes=0, max_iter=3)
-  out, err = capfd.readouterr()
-  assert out == "" and err == ""
-  assert int(res.n_iter) == 3
 
 
 @pytest.mark.parametrize("method", ["device_put", "io_callback"])
@@ -321,77 +288,6 @@ def test_assign_streaming(data, method):
   helpers.assert_labels_match(x, init, labels, "sqeuclidean")
 
 
-def test_plan_chunks():
-  p = plan.plan_chunks(1000, 8, 32, 300, 0)
-  assert (p.n_resident, p.tail_resident, p.streamed()) == (0, False, [0, 1, 2, 3])
-  p = plan.plan_chunks(1000, 8, 32, 300, 2 * 300 * 32 + 5)
-  assert (p.n_resident, p.resident_rows, p.streamed()) == (2, 600, [2, 3])
-  p = plan.plan_chunks(1000, 8, 32, 300, 1000 * 32)
-  assert (p.n_resident, p.tail_resident, p.resident_rows, p.streamed()) == (3, True, 1000, [])
-  p = plan.plan_chunks(1000, 8, 32, None, 0)
-  assert p.chunk == 1000  # default chunk (256 MiB) clamps to N
-  p = plan.plan_chunks(10**8, 128, 256, None, 0)
-  assert p.chunk * 256 <= 256 * 2**20 and p.chunk % 1024 == 0
-  p = plan.plan_chunks(10**8, 128, 256, None, 0, chunk_bytes=2**30)
-  assert p.chunk == 2**22
-
-
-@pytest.mark.parametrize("n,budget_chunks", [(1000, 0), (1000, 2), (1000, 4), (3000, 1),
-                                              (3000, 7), (3000, 10), (2900, 9)])
-def test_plan_schedule_spreads_streamed_chunks(n, budget_chunks):
-  p = plan.plan_chunks(n, 8, 32, 300, budget_chunks * 300 * 32)
-  order = p.schedule()
-  # Every chunk exactly once; each kind in row order.
-  assert sorted(j for j, _ in order) == list(range(len(order)))
-  assert [j for j, s in order if s] == p.streamed()
-  assert [j for j, s in order if not s] == p.resident()
-  # Evenly spread: any window of the order holds the streamed share of it,
-  # give or take one chunk.
-  flags = np.array([s for _, s in order], float)
-  share = flags.mean() if len(flags) else 0.0
-  for w in range(1, len(flags) + 1):
-    sums = np.convolve(flags, np.ones(w), "valid")
-    assert np.all(np.abs(sums - share * w) <= 1.0 + 1e-9), (w, sums, share)
-
-
-class _FakeDevice:
-  def __init__(self, stats):
-    self.stats = stats
-
-  def memory_stats(self):
-    if self.stats is None:
-      raise RuntimeError("no stats")
-    return self.stats
-
-
-@pytest.mark.parametrize("stats, expected", [
-    (None, 256 * 2**20),  # backend without memory stats
-    ({"bytes_limit": 140 * 2**30, "bytes_in_use": 0}, 2**30),  # H200: capped at 1 GiB
-    ({"bytes_limit": 24 * 2**30, "bytes_in_use": 8 * 2**30}, 16 * 2**30 // 64),
-    ({"bytes_limit": 2 * 2**30, "bytes_in_use": 0}, 64 * 2**20),  # floor
-])
-def test_default_chunk_bytes(stats, expected):
-  assert plan.default_chunk_bytes(_FakeDevice(stats)) == expected
-
-
-def test_bad_arguments(data):
-  x, init = data
-  with pytest.raises(ValueError, match="labels_out"):
-    _stream(x, init, labels_out=np.zeros(N - 1, np.int32))
-  with pytest.raises(ValueError, match="method"):
-    _stream(x, init, method="nope")
-  with pytest.raises(ValueError, match="device_budget_bytes"):
-    _stream(x, init, device_budget_bytes=-1)
-  with pytest.raises(TypeError, match="host_x"):
-    _stream([[1.0]], init)
-  with pytest.raises(ValueError, match="weights"):
-    _stream(x, init, weights=np.ones(N + 1, np.float32))
-  w = np.ones(N, np.float32)
-  w[650] = -1.0  # a reader is checked chunk by chunk, as it is read
-  with pytest.raises(ValueError, match=r"weights in chunk 2 \(rows 600:900\)"):
-    _stream(x, init, weights=_Reader(w), device_budget_bytes=0)
-
-
 # --------------------------------------------------------------------------
 # Restarts and validation shared with kmeans
 
@@ -407,54 +303,55 @@ def test_n_init_keeps_the_lowest_inertia(data):
   inertias = [float(r.inertia) for r in singles]
   assert np.argmin(inertias) > 0  # the restarts differ and the first does not win
   win = singles[int(np.argmin(inertias))]
-  labels_out = np.full(N, -1, np.int32)
-  dist_out = np.full(N, np.nan, np.float32)
-  got = _stream(x, "random", key=key, n_init=3, labels_out=labels_out, dist_out=dist_out,
-                **kw)
+  labels_out, dist_out = np.full(N, -1, np.int32), np.full(N, np.nan, np.float32)
+  got = _stream(x, "random", key=key, n_init=3, labels_out=labels_out, dist_out=dist_out, **kw)
   assert got.labels is labels_out
   assert float(got.inertia) == min(inertias)
   np.testing.assert_array_equal(np.asarray(got.centroids), np.asarray(win.centroids))
   np.testing.assert_array_equal(labels_out, win.labels)
   assert int(got.n_iter) == int(win.n_iter)
-  np.testing.assert_array_equal(np.asarray(got.inertia_history),
-                                np.asarray(win.inertia_history))
+  np.testing.assert_array_equal(np.asarray(got.inertia_history), win.inertia_history)
   d = helpers.np_distances(x, np.asarray(got.centroids), "sqeuclidean")[np.arange(N), labels_out]
   np.testing.assert_allclose(dist_out, d, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(float(got.inertia), d.sum(), rtol=1e-5)
 
 
-def test_n_init_with_explicit_init_is_one_run(data):
+def test_same_run_for_numpy_k_and_n_init_with_an_init_array(data):
+  # An explicit start leaves nothing to restart (n_init becomes 1, as in
+  # kmeans), and k may be a NumPy integer.
   x, init = data
   one = _stream(x, init, device_budget_bytes=0, max_iter=3)
-  many = _stream(x, init, device_budget_bytes=0, max_iter=3, n_init=4)
-  np.testing.assert_array_equal(many.labels, one.labels)
-  np.testing.assert_array_equal(np.asarray(many.centroids), np.asarray(one.centroids))
-
-
-def test_numpy_int_k(data):
-  x, init = data
-  got = _stream(x, init, device_budget_bytes=0, max_iter=3)
-  again = kmeans_streaming(jax.random.key(0), x, np.int64(K), init=init, chunk_size=CHUNK,
-                           impl="xla", device_budget_bytes=0, max_iter=3)
-  np.testing.assert_array_equal(again.labels, got.labels)
+  for got in (_stream(x, init, device_budget_bytes=0, max_iter=3, n_init=4),
+              kmeans_streaming(jax.random.key(0), x, np.int64(K), init=init, chunk_size=CHUNK,
+                               impl="xla", device_budget_bytes=0, max_iter=3)):
+    np.testing.assert_array_equal(got.labels, one.labels)
+    np.testing.assert_array_equal(np.asarray(got.centroids), np.asarray(one.centroids))
 
 
 def _message(fn):
-  with pytest.raises(Exception) as e:
+  """``(type, message)`` of what ``fn()`` raises, ``None`` if it returns."""
+  try:
     fn()
-  return type(e.value), str(e.value)
+  except Exception as e:  # noqa: BLE001 -- the error is what is compared
+    return type(e), str(e)
+  return None
 
 
-def test_nan_init_raises_like_kmeans(data):
+def test_nan_init_raises_like_kmeans_and_nan_points_after_one_pass(data):
   x, init = data
   bad = init.copy()
   bad[2, 1] = np.nan
   ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(bad)))
-  assert ref[0] is ValueError
-  assert _message(lambda: _stream(x, bad)) == ref
+  assert ref[0] is ValueError and _message(lambda: _stream(x, bad)) == ref
   assert _message(lambda: _stream(x, jnp.asarray(bad))) == ref
-  # check_finite=False lets it through in both (and the run does not raise).
-  _stream(x, bad, max_iter=1, check_finite=False, device_budget_bytes=0)
+  ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(bad),
+                                max_iter=1, check_finite=False))
+  assert _message(lambda: _stream(x, bad, max_iter=1, check_finite=False)) == ref
+  # NaN points are found during the first pass.
+  bad_x = x.copy()
+  bad_x[777, 3] = np.nan
+  with pytest.raises(ValueError, match="NaN or Inf in 1 rows"):
+    _stream(bad_x, init, device_budget_bytes=0)
 
 
 def test_all_zero_weights_raise_like_kmeans(data, tmp_path):
@@ -462,17 +359,16 @@ def test_all_zero_weights_raise_like_kmeans(data, tmp_path):
   w = np.zeros(N, np.float32)
   ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(init),
                                 weights=jnp.asarray(w)))
-  assert ref[0] is ValueError
-  assert _message(lambda: _stream(x, init, weights=w)) == ref  # checked up front
+  assert ref[0] is ValueError and _message(lambda: _stream(x, init, weights=w)) == ref  # at once
   # Readers and memmaps are checked as they stream: after the first pass.
-  path = tmp_path / "w.f32"
-  w.tofile(path)
-  mm = np.memmap(path, np.float32, mode="r", shape=(N,))
+  w.tofile(tmp_path / "w.f32")
+  mm = np.memmap(tmp_path / "w.f32", np.float32, mode="r", shape=(N,))
   for weights in (_Reader(w), mm):
     assert _message(lambda: _stream(x, init, weights=weights, device_budget_bytes=0)) == ref
 
 
 def test_bad_arguments_match_kmeans(data):
+  # The checks kmeans_streaming shares with kmeans raise the same error.
   x, init = data
   for kw in (dict(max_iter=0), dict(tol=-1.0), dict(metric="l1"), dict(empty="drop"),
              dict(n_init=0), dict(impl="cuda"), dict(init="kmeans")):
@@ -481,7 +377,24 @@ def test_bad_arguments_match_kmeans(data):
   for k in (0, N + 1, 2.0):
     ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), k))
     assert _message(lambda: kmeans_streaming(jax.random.key(0), x, k)) == ref, k
-  ref = _message(lambda: kmeans(jax.random.key(0), jnp.asarray(x), K, init=init[:, :3]))
-  assert _message(lambda: kmeans_streaming(jax.random.key(0), x, K, init=init[:, :3])) == ref
-  ref = _message(lambda: kmeans(0, jnp.asarray(x), K))
-  assert _message(lambda: kmeans_streaming(0, x, K)) == ref
+  for key, kw in ((0, {}), (jax.random.key(0), dict(init=init[:, :3]))):
+    ref = _message(lambda: kmeans(key, jnp.asarray(x), K, **kw))
+    assert _message(lambda: kmeans_streaming(key, x, K, **kw)) == ref
+
+
+def test_bad_streaming_arguments(data):
+  x, init = data
+  with pytest.raises(ValueError, match="labels_out"):
+    _stream(x, init, labels_out=np.zeros(N - 1, np.int32))
+  with pytest.raises(ValueError, match="method"):
+    _stream(x, init, method="nope")
+  with pytest.raises(ValueError, match="device_budget_bytes"):
+    _stream(x, init, device_budget_bytes=-1)
+  with pytest.raises(TypeError, match="host_x"):
+    _stream([[1.0]], init)
+  with pytest.raises(ValueError, match="weights"):
+    _stream(x, init, weights=np.ones(N + 1, np.float32))
+  w = np.ones(N, np.float32)
+  w[650] = -1.0  # a reader is checked chunk by chunk, as it is read
+  with pytest.raises(ValueError, match=r"weights in chunk 2 \(rows 600:900\)"):
+    _stream(x, init, weights=_Reader(w), device_budget_bytes=0)

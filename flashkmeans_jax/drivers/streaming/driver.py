@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flashkmeans_jax.core import validation
 from flashkmeans_jax.core.options import LloydOptions
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.drivers.streaming import host_seeding
@@ -67,12 +68,12 @@ def _check_first_pass(totals: passes.LloydTotals, *, check_finite: bool,
     raise ValueError(
         f"host_x contains NaN or Inf in {bad} rows; clean the data or pass "
         "check_finite=False (such points are then left out of the centroid update)")
-  if weighted and float(mom.n) == 0:
-    # Weights of readers and memmaps are checked chunk by chunk (>= 0, finite),
-    # so no usable row means every weight is 0 (or, with check_finite=False,
-    # every weighted row is non-finite): kmeans rejects that up front.
-    where = "; all weights are 0" if not bad else " over the finite rows"
-    raise ValueError(f"weights must have a positive sum{where}")
+  if weighted:
+    # Weights of readers and memmaps are checked chunk by chunk (finite,
+    # >= 0), so no usable row (finite, positive weight) means every weight is
+    # 0, which kmeans rejects up front. The count stands in for the weights'
+    # sum, so the error is check_weights' own.
+    validation.check_weights(np.asarray([mom.n], np.float32), 1, require_positive=True)
 
 
 def _lloyd_passes(st: Streamer, c: jax.Array, opts: LloydOptions, tol_abs: jax.Array | None,
