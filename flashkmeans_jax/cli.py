@@ -7,9 +7,12 @@ Without an input file it runs the built-in demo (digits and blobs against
 scikit-learn).
 
 Inputs larger than ``--stream-above`` bytes are clustered out of core by
-:func:`flashkmeans_jax.streaming.kmeans_streaming` when that module is
-installed (the file stays a memory map on the host); otherwise the whole
-array is moved to the device.
+:func:`flashkmeans_jax.kmeans_streaming` (the file stays a memory map on the
+host); smaller ones are moved to the device whole.
+
+Every argument is checked before any work, by the library's own checks
+(:mod:`flashkmeans_jax.core.validation`), so a bad value gets the message
+:func:`flashkmeans_jax.kmeans` gives, prefixed with the flag.
 
 Outputs are written to a temporary file in the target directory and renamed
 when complete, so a failed run never leaves a partial output file. Errors end
@@ -191,13 +194,13 @@ def _load(args) -> np.ndarray:
                  "--raw-dtype and --raw-shape for raw binary data")
 
 
-def _check_data(x: Any) -> None:
-  if x.ndim != 2:
-    raise CLIError(f"the input must be a 2-D array [N, D], got shape {tuple(x.shape)}")
-  if x.shape[0] == 0 or x.shape[1] == 0:
-    raise CLIError(f"the input is empty (shape {tuple(x.shape)})")
-  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-    raise CLIError(f"the input must hold numbers, got dtype {x.dtype}")
+def _checked(flag: str | None, check, *args: Any, **kwargs: Any) -> Any:
+  """Runs one of the library's checks; its error becomes a one-line
+  :class:`CLIError` led by the flag (the original error is its cause)."""
+  try:
+    return check(*args, **kwargs)
+  except (TypeError, ValueError) as e:
+    raise CLIError(f"{flag}: {e}" if flag else str(e)) from e
 
 
 def _new_tmp(target: Path, pending: list[Path]) -> Path:
@@ -240,17 +243,6 @@ def _fmt_bytes(n: int) -> str:
   return str(n)
 
 
-def _assign_chunks(x, centroids, metric, impl, precision, out, chunk):
-  """Labels of a host array, ``chunk`` rows at a time, into ``out``."""
-  import jax.numpy as jnp
-  from flashkmeans_jax.api.ops import assign
-  c = jnp.asarray(centroids)
-  for s in range(0, x.shape[0], chunk):
-    xb = jnp.asarray(np.asarray(x[s:s + chunk]).astype(np.dtype(c.dtype)))
-    out[s:s + xb.shape[0]] = np.asarray(assign(xb, c, metric=metric, impl=impl,
-                                               precision=precision)[0])
-
-
 # --------------------------------------------------------------------- main
 def _cluster(args) -> int:
   import jax
@@ -258,20 +250,23 @@ def _cluster(args) -> int:
   from flashkmeans_jax.api.kmeans import kmeans
   from flashkmeans_jax.api.streaming import kmeans_streaming
   from flashkmeans_jax.core import validation
-  from flashkmeans_jax.lloyd.loop import best_of_runs
 
   if args.clusters is None:
     raise CLIError("-k/--clusters is required with an input file")
   centroids_out = _out_path(args.centroids_out, "--centroids-out")
   labels_out = _out_path(args.labels_out, "--labels-out")
+  max_iter = _checked("--max-iter", validation.check_positive_int, args.max_iter, "max_iter")
+  tol = _checked("--tol", validation.check_tol, args.tol)
+  n_init = _checked("--n-init", validation.check_positive_int, args.n_init, "n_init")
+  chunk = _checked("--chunk-size", validation.check_optional_positive_int, args.chunk_size,
+                   "chunk_size")
+  impl = _checked("--impl", validation.resolve_impl, args.impl)
+  _checked("--precision", validation.resolve_precision, args.precision)
   x = _load(args)
-  _check_data(x)
+  _checked(None, validation.check_points, x, str(args.input), numeric=True)
   n, d = x.shape
-  k = args.clusters
-  if not 1 <= k <= n:
-    raise CLIError(f"-k must be between 1 and N={n}, got {k}")
+  k = _checked("-k/--clusters", validation.check_k, args.clusters, n)
   target = validation.target_dtype(np.dtype(x.dtype), args.dtype)
-  impl = validation.resolve_impl(args.impl)
   if args.init in ("k-means++", "random"):
     init = args.init
   else:
@@ -279,42 +274,37 @@ def _cluster(args) -> int:
       init = np.load(args.init, allow_pickle=False)
     except (OSError, ValueError) as e:
       raise CLIError(f"--init: not k-means++, random or a readable .npy file ({e})") from None
-    if init.shape != (k, d):
-      raise CLIError(f"--init: centroids have shape {init.shape}, expected ({k}, {d})")
+    _checked("--init", validation.check_init, init, k, d)
+    _checked("--init", validation.check_finite, init, "init", dtype=np.float32)
     init = jnp.asarray(init, jnp.float32)
+  # NaN/Inf, and values the cast to the clustering dtype would overflow, are
+  # found before any work (in streaming mode at the cost of one read of the file).
+  _checked(None, validation.check_finite, x, str(args.input), hint=None, dtype=target)
   stream_above = (device_memory_bytes() // 4 if args.stream_above == "auto"
                   else parse_size(args.stream_above))
   streaming = x.nbytes > stream_above
-  if args.chunk_size is not None and args.chunk_size < 1:
-    raise CLIError(f"--chunk-size must be >= 1, got {args.chunk_size}")
 
   pending: list[Path] = []
   try:
     key = jax.random.key(args.seed)
-    common = dict(init=init, max_iter=args.max_iter, tol=args.tol, metric=args.metric,
-                  impl=impl, precision=args.precision, verbose=args.verbose)
+    common = dict(init=init, n_init=n_init, max_iter=max_iter, tol=tol, metric=args.metric,
+                  impl=impl, precision=args.precision, verbose=args.verbose,
+                  check_finite=False)
     labels_tmp = labels_mm = None
     t0 = time.perf_counter()
     if streaming:
-      n_init = args.n_init if isinstance(init, str) else 1
       if labels_out is not None:
         labels_tmp = _new_tmp(labels_out, pending)
         labels_mm = np.lib.format.open_memmap(labels_tmp, mode="w+", dtype=np.int32,
                                               shape=(n,))
-      keys = jax.random.split(key, n_init) if n_init > 1 else [key]
       # The host array goes as stored (a memmap stays a memmap); chunks are
       # cast on their way to the device.
-      res = best_of_runs([kmeans_streaming(sub, x, k, chunk_size=args.chunk_size,
-                                           labels_out=labels_mm if n_init == 1 else None,
-                                           **common) for sub in keys])
+      res = kmeans_streaming(key, x, k, chunk_size=chunk, labels_out=labels_mm, **common)
       centroids = np.asarray(res.centroids)
-      if labels_mm is not None and n_init > 1:
-        _assign_chunks(x, centroids, args.metric, impl, args.precision, labels_mm,
-                       args.chunk_size or max(1, (64 << 20) // max(1, d * 4)))
       labels = None
     else:
       xj = jnp.asarray(np.asarray(x).astype(target, copy=False))
-      res = kmeans(key, xj, k, n_init=args.n_init, **common)
+      res = kmeans(key, xj, k, **common)
       res = jax.block_until_ready(res)
       centroids = np.asarray(res.centroids)
       labels = np.asarray(res.labels)

@@ -6,9 +6,13 @@ attributes end with an underscore, ``fit`` returns ``self``, and
 ``get_params``/``set_params``/``clone`` work. When scikit-learn is installed
 the class also inherits from its ``ClusterMixin``, ``TransformerMixin`` and
 ``BaseEstimator`` (so it drops into pipelines, grid searches and
-``check_estimator``) and uses scikit-learn's input validation for NumPy-like
-input; scikit-learn stays an optional dependency and the module imports
-without it.
+``check_estimator``) and converts NumPy-like input with scikit-learn's
+``validate_data`` (array-likes, sparse input, and its wording for a wrong rank,
+empty or complex X, which ``check_estimator`` asserts); scikit-learn stays an
+optional dependency and the module imports without it. Every other check --
+JAX input, NaN/Inf, parameters, ``init``, ``sample_weight`` -- is the library's
+own (:mod:`flashkmeans_jax.core.validation`), with the estimator's argument
+names, so a bad value gets the error :func:`flashkmeans_jax.kmeans` gives.
 
 Inputs may be NumPy arrays (or anything ``numpy.asarray`` takes) or JAX
 arrays; JAX arrays stay on their device. Fitted arrays are stored as NumPy
@@ -43,7 +47,6 @@ from flashkmeans_jax.api.kmeans import kmeans
 from flashkmeans_jax.api.ops import assign
 from flashkmeans_jax.api.streaming import kmeans_streaming
 from flashkmeans_jax.core import validation
-from flashkmeans_jax.lloyd.loop import best_of_runs
 
 __all__ = ["KMeans"]
 
@@ -197,8 +200,8 @@ class KMeans(*_BASES):
       takes it (``None``: JAX's default, TF32 on NVIDIA GPUs; ``"highest"``;
       ``"F16_F16_F32"``: float16 tensor cores at TF32's mantissa).
     chunk_size: when set, fit out of core with
-      :func:`flashkmeans_jax.streaming.kmeans_streaming`, moving ``chunk_size``
-      rows to the device at a time (X stays on the host, e.g. a memmap).
+      :func:`flashkmeans_jax.kmeans_streaming`, moving ``chunk_size`` rows to
+      the device at a time (X stays on the host, e.g. a memmap).
     verbose: print inertia and centroid shift every iteration.
 
   Attributes (after ``fit``):
@@ -238,71 +241,40 @@ class KMeans(*_BASES):
     return tags
 
   # ----------------------------------------------------------------- input
-  def _check_shape(self, x: Any, reset: bool) -> None:
-    """Rank, non-empty axes and (after fit) the feature count, as scikit-learn
-    words them; for inputs scikit-learn's own validation does not see."""
-    if x.ndim != 2:
-      raise ValueError(
-          f"Expected a 2D array [n_samples, n_features], got shape {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-      raise ValueError(f"Found array with shape {tuple(x.shape)}; a minimum of 1 "
-                       "sample and 1 feature is required.")
-    if reset:
-      self.n_features_in_ = int(x.shape[1])
-    elif x.shape[1] != self.n_features_in_:
-      raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
-                       f"expecting {self.n_features_in_} features as input.")
-
   def _validate_X(self, X: Any, *, reset: bool, host: bool = False):
     """Checked data in the clustering dtype: a JAX array (or NumPy if ``host``)."""
-    finite_checked = False
     if _is_jax_array(X) or (hasattr(X, "dtype") and np.dtype(X.dtype) == jnp.bfloat16):
       x = X
-      if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
-              or x.dtype == jnp.bool_):
-        raise ValueError(f"X must hold real numbers, got dtype {x.dtype}")
-      self._check_shape(x, reset)
+      validation.check_points(x, "X", numeric=True)
     elif _HAVE_SKLEARN:
+      # NaN/Inf are left to the library's check below (one message everywhere).
       x = _sk_validate_data(self, X, reset=reset, accept_sparse=False, dtype="numeric",
-                            ensure_min_samples=1)
-      finite_checked = True  # validate_data rejects NaN/Inf
+                            ensure_min_samples=1, ensure_all_finite=False)
     else:
       x = np.asarray(X)
-      if np.iscomplexobj(x):
-        raise ValueError("Complex data not supported")
       if x.dtype == object:
         x = x.astype(np.float64)
-      self._check_shape(x, reset)
+      validation.check_points(x, "X", numeric=True)
     if reset:
+      self.n_features_in_ = int(x.shape[1])
       target = validation.target_dtype(np.dtype(x.dtype), self.dtype)
     else:
+      validation.check_n_features(x, self.n_features_in_, type(self).__name__)
       target = np.dtype(self.cluster_centers_.dtype)
+    # NaN/Inf, and finite values that the cast to the clustering dtype would
+    # turn into Inf (float64 data beyond float32's range, float16 beyond 65504).
+    validation.check_finite(x, "X", hint=None, dtype=target)
     if host:
       x = np.asarray(x)
       return x if x.dtype == target else x.astype(target)
     x = jnp.asarray(x)
-    x = x if x.dtype == target else x.astype(target)
-    if not finite_checked:
-      validation.check_finite(x, "X")
-    return x
+    return x if x.dtype == target else x.astype(target)
 
-  def _check_sample_weight(self, sample_weight: Any, n: int):
-    if sample_weight is None:
-      return None
-    if isinstance(sample_weight, numbers.Number):
-      w = np.full((n,), float(sample_weight), np.float32)
-    else:
-      w = np.asarray(sample_weight, dtype=np.float32)
-    if w.ndim != 1 or w.shape[0] != n:
-      raise ValueError(
-          f"sample_weight.shape == {w.shape}, expected {(n,)} (one weight per sample)")
-    if not np.all(np.isfinite(w)):
-      raise ValueError("sample_weight must be finite")
-    if np.any(w < 0):
-      raise ValueError("Negative values in sample_weight are not allowed")
-    if not np.any(w > 0):
-      raise ValueError("Sample weights must contain at least one non-zero weight")
-    return w
+  def _check_sample_weight(self, sample_weight: Any, n: int, fit: bool = False):
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+      sample_weight = np.full((n,), float(sample_weight))  # scikit-learn's scalar weight
+    return validation.host_weights(sample_weight, n, name="sample_weight",
+                                   require_positive=fit)
 
   def _check_fitted(self):
     if not hasattr(self, "cluster_centers_"):
@@ -316,17 +288,16 @@ class KMeans(*_BASES):
       return validation.check_init_name(init)
     if callable(init):
       init = init(np.asarray(x), k, np.random.RandomState(seed))
-    c = np.asarray(init, dtype=np.float32)
-    if c.shape != (k, x.shape[1]):
-      raise ValueError(
-          f"The shape of the initial centers {c.shape} does not match the number of "
-          f"clusters {k} and features {x.shape[1]}; expected {(k, x.shape[1])}")
-    return jnp.asarray(c)
+    c = np.asarray(init)
+    if c.dtype.kind in "biu":  # integer starting centroids, as scikit-learn takes them
+      c = c.astype(np.float32)
+    validation.check_init(c, k, x.shape[1])
+    validation.check_finite(c, "init", dtype=np.float32)
+    return jnp.asarray(c, jnp.float32)
 
   def _n_init(self) -> int:
     if isinstance(self.n_init, str):
-      if self.n_init != "auto":
-        raise ValueError(f"n_init must be a positive int or 'auto', got {self.n_init!r}")
+      validation.check_choice(self.n_init, "n_init", ("auto",))
       return 10 if (isinstance(self.init, str) and self.init == "random") else 1
     n_init = validation.check_positive_int(self.n_init, "n_init")
     return n_init if isinstance(self.init, str) else 1
@@ -335,28 +306,29 @@ class KMeans(*_BASES):
   def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "KMeans":
     """Clusters X (``[n_samples, n_features]``, NumPy or JAX). ``y`` is ignored."""
     del y
-    streaming = self.chunk_size is not None
-    x = self._validate_X(X, reset=True, host=streaming)
+    chunk = validation.check_optional_positive_int(self.chunk_size, "chunk_size")
+    x = self._validate_X(X, reset=True, host=chunk is not None)
     n = x.shape[0]
-    k = validation.check_k(self.n_clusters, name="n_clusters")
-    if n < k:
-      raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
+    k = validation.check_k(self.n_clusters, n, name="n_clusters", n_name="n_samples")
     metric = validation.check_metric(self.metric)
     max_iter = validation.check_positive_int(self.max_iter, "max_iter")
     tol = validation.check_tol(self.tol)
     impl = validation.resolve_impl(self.impl)
+    validation.resolve_precision(self.precision)
     n_init = self._n_init()
-    w = self._check_sample_weight(sample_weight, n)
+    w = self._check_sample_weight(sample_weight, n, fit=True)
     seed = _seed_from_random_state(self.random_state)
     key = jax.random.key(seed)
     init = self._init_arg(x, k, seed)
-    if streaming:
-      res = self._fit_streaming(key, x, k, init, n_init, max_iter, tol, metric, w, impl)
+    # X, init and the weights are checked above: the calls below need not
+    # look at the data again.
+    common = dict(init=init, n_init=n_init, max_iter=max_iter, tol=tol, metric=metric,
+                  impl=impl, precision=self.precision, verbose=bool(self.verbose),
+                  check_finite=False)
+    if chunk is not None:
+      res = kmeans_streaming(key, x, k, chunk_size=chunk, weights=w, **common)
     else:
-      res = kmeans(key, x, k, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                   metric=metric, weights=None if w is None else jnp.asarray(w),
-                   impl=impl, precision=self.precision, check_finite=False,
-                   verbose=bool(self.verbose))
+      res = kmeans(key, x, k, weights=None if w is None else jnp.asarray(w), **common)
     res = jax.device_get(res)
     self.cluster_centers_ = np.asarray(res.centroids)
     self.labels_ = np.asarray(res.labels, dtype=np.int32)
@@ -367,21 +339,13 @@ class KMeans(*_BASES):
     self.inertia_history_ = hist[:self.n_iter_]
     return self
 
-  def _fit_streaming(self, key, x, k, init, n_init, max_iter, tol, metric, w, impl):
-    chunk = validation.check_positive_int(self.chunk_size, "chunk_size")
-    runs = [kmeans_streaming(sub, x, k, chunk_size=chunk, init=init, max_iter=max_iter,
-                             tol=tol, metric=metric, weights=w, impl=impl,
-                             precision=self.precision, verbose=bool(self.verbose))
-            for sub in (jax.random.split(key, n_init) if n_init > 1 else [key])]
-    return best_of_runs(runs)
-
   # --------------------------------------------------------------- predict
   def predict(self, X: Any) -> np.ndarray:
     """Index of the nearest centroid for every row of X (NumPy ``int32[N]``)."""
     self._check_fitted()
     x = self._validate_X(X, reset=False)
     labels, _ = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
-                       impl=self.impl, precision=self.precision)
+                       impl=self.impl, precision=self.precision, check_finite=False)
     return np.asarray(labels, dtype=np.int32)
 
   def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
@@ -412,6 +376,6 @@ class KMeans(*_BASES):
     x = self._validate_X(X, reset=False)
     w = self._check_sample_weight(sample_weight, x.shape[0])
     _, dist = assign(x, jnp.asarray(self.cluster_centers_), metric=self.metric,
-                     impl=self.impl, precision=self.precision)
+                     impl=self.impl, precision=self.precision, check_finite=False)
     dist = np.asarray(dist, np.float64)
     return -float(np.sum(dist if w is None else dist * w))

@@ -36,19 +36,19 @@ def main():
                              process_id=pid, initialization_timeout=60)
   from jax.sharding import NamedSharding, PartitionSpec as P
   import flashkmeans_jax as fk
-  from flashkmeans_jax.api import sharded as distributed
+  from flashkmeans_jax.api import sharded
   from jax.experimental import multihost_utils
 
   x, init, k = problem()
   n = x.shape[0]
-  mesh = distributed.data_mesh()
+  mesh = sharded.data_mesh()
   rows = n // nproc
   local = x[pid * rows:(pid + 1) * rows]
   gx = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data", None)), local)
   assert gx.shape == x.shape and not gx.is_fully_addressable
   res = fk.kmeans(jax.random.key(0), gx, k, init=init, max_iter=100)
   labels = multihost_utils.process_allgather(res.labels, tiled=True)
-  pp = distributed.sharded_kmeans(jax.random.key(1), gx, k, init="k-means++")
+  pp = fk.sharded_kmeans(jax.random.key(1), gx, k, init="k-means++")
   # Streaming-style combiner: each process sums its own rows per cluster.
   lab_local = np.asarray(labels)[pid * rows:(pid + 1) * rows]
   s_loc = np.zeros((k, x.shape[1]), np.float32)

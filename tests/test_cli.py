@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import jax
@@ -134,9 +133,13 @@ def test_failure_leaves_no_partial_file(tmp_path, data, capsys, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
   monkeypatch.setattr(cli.np, "save", real_save)
   # Bad arguments are reported before anything is computed or written.
-  for bad, words in [(["-k", "401"], "between 1 and N=400"),
+  for bad, words in [(["-k", "401"], "-k/--clusters: k=401 exceeds the number of points N=400"),
+                     (["-k", "0"], "-k/--clusters: k must be >= 1, got 0"),
                      ([], "-k/--clusters is required"),
-                     (["-k", "2", "--max-iter", "0"], "max_iter"),
+                     (["-k", "2", "--max-iter", "0"], "--max-iter: max_iter must be >= 1, got 0"),
+                     (["-k", "2", "--n-init", "0"], "--n-init: n_init must be >= 1, got 0"),
+                     (["-k", "2", "--tol=-1"], "--tol: tol must be a finite number >= 0"),
+                     (["-k", "2", "--chunk-size", "0"], "--chunk-size: chunk_size must be >= 1"),
                      (["-k", "2", "--labels-out", str(tmp_path / "no" / "l.npy")],
                       "does not exist")]:
     assert cli.main([str(tmp_path / "x.npy"), *bad]) == 1
@@ -149,38 +152,66 @@ def test_failure_leaves_no_partial_file(tmp_path, data, capsys, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.npy"]
 
 
-def test_streaming_branch_with_fake_module(tmp_path, data, capsys, monkeypatch):
+def test_streaming_branch(tmp_path, data, capsys, monkeypatch):
+  """Above --stream-above the file is clustered by kmeans_streaming as a
+  memmap, labels written straight into the output file, restarts handed on
+  as n_init; the result is the in-memory one."""
+  import flashkmeans_jax.api.streaming as streaming_api
   np.save(tmp_path / "x.npy", data)
-  seen = {}
+  seen = []
+  real = streaming_api.kmeans_streaming
 
-  def fake_kmeans_streaming(key, host_x, k, *, chunk_size=None, labels_out=None, **kw):
-    seen.update(type=type(host_x), chunk_size=chunk_size, labels_out=labels_out is not None)
-    res = fk.kmeans(key, jnp.asarray(np.asarray(host_x)), k, **kw)
-    if labels_out is not None:
-      labels_out[:] = np.asarray(res.labels)
-    return res
+  def spy(key, host_x, k, **kw):
+    seen.append(dict(type=type(host_x), chunk_size=kw["chunk_size"], n_init=kw["n_init"],
+                     labels_out=kw["labels_out"] is not None))
+    return real(key, host_x, k, **kw)
 
-  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming",
-                      types.SimpleNamespace(kmeans_streaming=fake_kmeans_streaming))
+  monkeypatch.setattr(streaming_api, "kmeans_streaming", spy)
   args = [str(tmp_path / "x.npy"), "-k", "4", "--stream-above", "1K", "--chunk-size", "100",
           "--labels-out", str(tmp_path / "l.npy"), "--centroids-out", str(tmp_path / "c.npy")]
-  assert cli.main(args) == 0
-  assert seen == dict(type=np.memmap, chunk_size=100, labels_out=True)
-  assert "streamed in chunks (100 rows)" in capsys.readouterr().out
-  ref = _ref(data, 4)
-  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
-  np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids))
+  for n_init in (1, 2):
+    seen.clear()
+    assert cli.main(args + ["--n-init", str(n_init)]) == 0
+    assert seen == [dict(type=np.memmap, chunk_size=100, n_init=n_init, labels_out=True)]
+    assert "streamed in chunks (100 rows)" in capsys.readouterr().out
+    ref = _ref(data, 4, n_init=n_init)
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids),
+                               rtol=1e-5, atol=1e-5)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "l.npy", "x.npy"]
   # Below the threshold: the in-memory path.
   seen.clear()
   assert cli.main(args[:3] + ["--stream-above", "1G", "-q"]) == 0
-  assert seen == {}
-  # Module missing: a note on stderr, then the in-memory path.
-  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming", None)
-  (tmp_path / "l.npy").unlink()
-  assert cli.main(args) == 0
-  err = capsys.readouterr().err
-  assert "no flashkmeans_jax.streaming" in err and "error" not in err
-  np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+  assert seen == []
+
+
+@pytest.mark.parametrize("stream_above", ["1K", "1G"])
+def test_bad_data_and_init_refused_before_any_work(tmp_path, data, capsys, stream_above):
+  """In both modes: the library's message, led by the flag or naming the file;
+  no hint at an option the CLI does not have; no output file."""
+  bad = data.copy()
+  bad[7, 2] = np.nan
+  np.save(tmp_path / "nan.npy", bad)
+  np.save(tmp_path / "x.npy", data)
+  np.save(tmp_path / "init_nan.npy", np.full((4, 6), np.nan, np.float32))
+  np.save(tmp_path / "init_d.npy", data[:4, :5])
+  np.save(tmp_path / "one_d.npy", data[:, 0])
+  out = ["--labels-out", str(tmp_path / "l.npy"), "--stream-above", stream_above]
+  for argv, line in [
+      (["nan.npy", "-k", "4"], "{tmp}/nan.npy contains NaN or Inf; clean the data"),
+      (["one_d.npy", "-k", "4"],
+       "{tmp}/one_d.npy must have rank 2 ([N, D]), got shape (400,)"),
+      (["x.npy", "-k", "4", "--init", str(tmp_path / "init_nan.npy")],
+       "--init: init contains NaN or Inf; starting centroids must be finite"),
+      (["x.npy", "-k", "4", "--init", str(tmp_path / "init_d.npy")],
+       "--init: init must have D=6 columns like x, got shape (4, 5)"),
+      (["x.npy", "-k", "3", "--init", str(tmp_path / "init_nan.npy")],
+       "--init: init must have k=3 rows, got shape (4, 6)")]:
+    assert cli.main([str(tmp_path / argv[0]), *argv[1:], *out]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        "flashkmeans-jax: error: " + line.format(tmp=tmp_path))
+  assert not (tmp_path / "l.npy").exists()
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_no_input_runs_demo(monkeypatch):

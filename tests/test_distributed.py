@@ -11,11 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import flashkmeans_jax as fk
-from flashkmeans_jax.api import sharded as distributed
+from flashkmeans_jax.api import sharded
 from tests.helpers import make_blobs
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
@@ -51,9 +50,9 @@ def test_kmeans_dispatches_on_row_sharded_input(blobs):
   init = jnp.asarray(x[:10])
   mesh = _mesh()
   xs = _shard(x, mesh)
-  assert distributed.is_row_sharded(xs)
-  assert not distributed.is_row_sharded(jnp.asarray(x))
-  assert not distributed.is_row_sharded(x)
+  assert sharded.is_row_sharded(xs)
+  assert not sharded.is_row_sharded(jnp.asarray(x))
+  assert not sharded.is_row_sharded(x)
   res = fk.kmeans(jax.random.key(0), xs, 10, init=init, max_iter=100)
   ref = fk.kmeans(jax.random.key(0), x, 10, init=init, max_iter=100)
   _assert_same(res, ref)
@@ -166,24 +165,24 @@ def test_n_init_and_verbose(blobs, capsys):
 
 
 def test_draws_follow_the_global_distribution():
-  """The sharded proportional draw picks point i with probability wd_i / sum wd."""
+  """The sharded proportional draw picks point i with probability w_i / sum w:
+  the first k-means++ seed (k=1) of sharded_init_kmeans_plusplus, over many
+  keys (one vmapped call), where point i is the row [i]."""
   mesh = _mesh()
   rng = np.random.default_rng(6)
-  wd = rng.uniform(0, 1, size=64).astype(np.float32) ** 3
-  wd[8:16] = 0.0  # one whole shard without mass
-  wd[40] = 0.0
+  w = rng.uniform(0, 1, size=64).astype(np.float32) ** 3
+  w[8:16] = 0.0  # one whole shard without mass
+  w[40] = 0.0
+  x = np.arange(64, dtype=np.float32)[:, None]
   draws = 40000
-
-  def per_shard(key, wd):
-    s, idx = distributed._draw_proportional(key, wd, draws, ("data",), 8)
-    return lax.psum(jnp.where(s == lax.axis_index("data"), idx + 8 * s, 0), "data")
-
-  f = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data")), out_specs=P(),
-                            check_vma=False))
-  picks = np.asarray(f(jax.random.key(7), _shard(wd, mesh)))
+  keys = jax.random.split(jax.random.key(7), draws)
+  seeds = jax.vmap(lambda key: fk.sharded_init_kmeans_plusplus(key, x, 1, weights=w,
+                                                               mesh=mesh))(keys)
+  picks = np.asarray(seeds[:, 0, 0]).astype(np.int64)
+  np.testing.assert_array_equal(picks, np.asarray(seeds[:, 0, 0]))  # rows, not blends
   freq = np.bincount(picks, minlength=64) / draws
-  p = wd / wd.sum()
-  assert freq[wd == 0].sum() == 0
+  p = w / w.sum()
+  assert freq[w == 0].sum() == 0
   np.testing.assert_allclose(freq, p, atol=5 * np.sqrt(p.max() / draws))
 
 

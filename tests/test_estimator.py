@@ -3,7 +3,6 @@
 import pickle
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import jax
@@ -112,9 +111,9 @@ def test_score_and_weights(blobs):
   assert est.inertia_ == pytest.approx(float((w * d).sum()), rel=1e-4)
   assert est.score(blobs, sample_weight=w) == pytest.approx(-est.inertia_, rel=1e-5)
   assert est.score(blobs) == pytest.approx(-d.sum(), rel=1e-4)
-  with pytest.raises(ValueError, match="shape"):
+  with pytest.raises(ValueError, match=r"sample_weight must have shape \(600,\)"):
     est.fit(blobs, sample_weight=w[:10])
-  with pytest.raises(ValueError, match="Negative"):
+  with pytest.raises(ValueError, match="sample_weight must be >= 0"):
     est.fit(blobs, sample_weight=-w)
 
 
@@ -152,15 +151,20 @@ def test_params_pickle_errors(blobs):
   np.testing.assert_array_equal(again.predict(blobs), est.predict(blobs))
   np.testing.assert_array_equal(est.fit_predict(blobs), est.labels_)
   np.testing.assert_allclose(est.fit_transform(blobs), est.transform(blobs))
-  with pytest.raises(ValueError, match="n_samples=3 should be >= n_clusters=4"):
+  with pytest.raises(ValueError, match="n_clusters=4 exceeds the number of points n_samples=3"):
     clone(est).fit(blobs[:3])
   with pytest.raises(ValueError, match="metric"):
     clone(est).set_params(metric="manhattan").fit(blobs)
-  with pytest.raises(ValueError, match="shape of the initial centers"):
+  with pytest.raises(ValueError, match=r"init must have k=4 rows, got shape \(3, 5\)"):
     clone(est).set_params(init=blobs[:3]).fit(blobs)
-  with pytest.raises(ValueError, match="NaN"):
-    bad = jnp.asarray(blobs).at[0, 0].set(jnp.nan)
-    clone(est).fit(bad)
+  with pytest.raises(ValueError, match=r"init must have D=5 columns like x, got shape \(4, 2\)"):
+    clone(est).set_params(init=blobs[:4, :2]).fit(blobs)
+  # NaN data is the data's fault, not the "starting centroids'"; the estimator
+  # has no check_finite option, so the message names none.
+  for bad in (jnp.asarray(blobs).at[0, 0].set(jnp.nan), np.where(blobs == blobs[0, 0], np.nan,
+                                                                   blobs)):
+    with pytest.raises(ValueError, match=r"^X contains NaN or Inf; clean the data$"):
+      clone(est).fit(bad)
 
 
 def test_init_options(blobs):
@@ -211,26 +215,65 @@ def test_precision_reaches_fit_predict_and_score(blobs, chunk_size):
 
 
 def test_chunk_size_uses_streaming(blobs, monkeypatch):
+  """chunk_size= fits through kmeans_streaming (one call, n_init handed on),
+  with X left on the host; the result is the in-memory fit's."""
+  import flashkmeans_jax.estimator as estimator_mod
   calls = []
+  real = estimator_mod.kmeans_streaming
 
-  def fake_streaming(key, host_x, k, *, chunk_size=None, **kw):
-    calls.append((type(host_x), chunk_size))
-    kw.pop("verbose", None)
-    w = kw.pop("weights")
-    return fk.kmeans(key, jnp.asarray(host_x), k,
-                     weights=None if w is None else jnp.asarray(w), **kw)
+  def spy(key, host_x, k, **kw):
+    calls.append((type(host_x), kw["chunk_size"], kw["n_init"]))
+    return real(key, host_x, k, **kw)
 
-  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming",
-                      types.SimpleNamespace(kmeans_streaming=fake_streaming))
-  est = KMeans(n_clusters=4, random_state=2, max_iter=30, chunk_size=128).fit(blobs)
-  assert calls == [(np.ndarray, 128)]
-  ref = KMeans(n_clusters=4, random_state=2, max_iter=30).fit(blobs)
+  monkeypatch.setattr(estimator_mod, "kmeans_streaming", spy)
+  kw = dict(n_clusters=4, random_state=2, max_iter=30, n_init=3)
+  est = KMeans(chunk_size=128, **kw).fit(blobs)
+  assert calls == [(np.ndarray, 128, 3)]
+  ref = KMeans(**kw).fit(blobs)
   np.testing.assert_array_equal(est.labels_, ref.labels_)
-  assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
-  # Module absent: a clear ImportError.
-  monkeypatch.setitem(sys.modules, "flashkmeans_jax.streaming", None)
-  with pytest.raises(ImportError, match="chunk_size needs"):
-    KMeans(n_clusters=4, chunk_size=128).fit(blobs)
+  np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-5, atol=1e-5)
+  assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+  assert est.n_iter_ == ref.n_iter_
+
+
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_bad_init_and_weights_refused_in_memory_and_streaming(blobs, chunk_size):
+  """What kmeans refuses, KMeans refuses on both paths, with kmeans' message."""
+  base = KMeans(n_clusters=3, max_iter=5, random_state=0, chunk_size=chunk_size)
+  nan3 = np.full((3, 5), np.nan)
+  for init in (nan3, lambda x, k, rs: nan3):
+    with pytest.raises(ValueError, match="init contains NaN or Inf; starting centroids must "
+                                         "be finite"):
+      clone(base).set_params(init=init).fit(blobs)
+  with pytest.raises(ValueError, match="sample_weight must have a positive sum; all weights "
+                                       "are zero"):
+    clone(base).fit(blobs, sample_weight=np.zeros(len(blobs)))
+  with pytest.raises(ValueError, match="sample_weight must be finite"):
+    clone(base).fit(blobs, sample_weight=np.full(len(blobs), np.nan))
+
+
+def test_unclear_arguments_get_clear_errors(blobs):
+  base = KMeans(n_clusters=3, max_iter=5, random_state=0)
+  with pytest.raises(ValueError, match=r"dtype must be None, 'float16', 'bfloat16' or "
+                                       r"'float32', got 'bogus'"):
+    clone(base).set_params(dtype="bogus").fit(blobs)
+  with pytest.raises(TypeError, match="sample_weight must be an array of numbers, got str"):
+    clone(base).fit(blobs, sample_weight="x")
+  with pytest.raises(TypeError, match="n_clusters must be a Python int, got float"):
+    clone(base).set_params(n_clusters=3.0).fit(blobs)
+  with pytest.raises(ValueError, match="n_init must be one of"):
+    clone(base).set_params(n_init="many").fit(blobs)
+  # A cast the estimator makes itself may not overflow silently.
+  with pytest.raises(ValueError, match=r"X holds values beyond float32's largest finite "
+                                       r"magnitude"):
+    clone(base).fit(blobs.astype(np.float64) * 1e39)
+  with pytest.raises(ValueError, match=r"X holds values beyond float16's"):
+    clone(base).set_params(dtype="float16").fit(blobs * 3e4)
+  with pytest.raises(ValueError, match=r"init holds values beyond float32's"):
+    clone(base).set_params(init=blobs[:3].astype(np.float64) * 1e39).fit(blobs)
+  fitted = clone(base).fit(blobs)
+  with pytest.raises(ValueError, match=r"^X contains NaN or Inf; clean the data$"):
+    fitted.predict(np.where(blobs == blobs[1, 1], np.nan, blobs))
 
 
 def test_works_without_sklearn():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, Callable
 
 import jax
@@ -231,15 +232,342 @@ def test_concrete_values_checked_when_closed_over_by_jit():
   assert np.isfinite(np.asarray(res.centroids)).all()
 
 
-def test_numpy_integer_k_accepted():
-  c, counts = fk.update(D["x"], D["labels"], np.int64(4))
-  assert c.shape == (4, 3) and float(counts.sum()) == 20
-  res = fk.kmeans(D["key"], D["x"], np.int32(3), max_iter=3, tol=np.float32(1e-4),
-                  n_init=np.int64(1))
+# --------------------------------------------------------------------------
+# One bad argument, every entry point that takes it: the same exception and
+# the same message. An entry point may call the argument by its own name
+# (KMeans: ``n_clusters``, ``X``, ``sample_weight``; streaming: ``host_x``;
+# update: ``centroids_or_k``; the CLI: the input file's path), which the
+# comparison maps back; the front ends (KMeans, the CLI) may add advice after
+# a ";", so for them the part before it must match. An entry point that
+# cannot take the argument (the CLI has no weights, KMeans no ``empty``, the
+# batched call expects other shapes) has no cell in that row.
+# --------------------------------------------------------------------------
+
+_XN = np.asarray(_X)  # host copy for the streaming and sharded calls
+_NEG_W = jnp.ones(20).at[3].set(-1.0)
+_NAN_W = jnp.ones(20).at[3].set(jnp.nan)
+_NAN_C = _X[:3].at[0, 0].set(jnp.nan)
+_RAW_KEY3 = jnp.zeros((3,), jnp.uint32)
+_CLI_FILES = iter(range(10 ** 6))
+
+
+def _merge(defaults, kw):
+  return {**defaults, **kw}
+
+
+def e_assign(x=_X, c=_X[:4], **kw):
+  return fk.assign(x, c, **_merge(dict(impl=IMPL), kw))
+
+
+def e_update(x=_X, k=4, **kw):
+  return fk.update(x, jnp.zeros(x.shape[:1], jnp.int32) if x.ndim == 2 and x.shape[0] else
+                   D["labels"], k, **_merge(dict(impl=IMPL), kw))
+
+
+def e_cluster_sums(x=_X, k=4, **kw):
+  return fk.cluster_sums(x, jnp.zeros(x.shape[:1], jnp.int32) if x.ndim == 2 and x.shape[0]
+                         else D["labels"], k, **_merge(dict(impl=IMPL), kw))
+
+
+def e_finalize(**kw):
+  return fk.finalize_centroids(jnp.zeros((4, 3)), jnp.ones(4), None, **kw)
+
+
+def e_init_random(key=D["key"], x=_X, k=3, **kw):
+  return fk.init_random(key, x, k, **kw)
+
+
+def e_init_pp(key=D["key"], x=_X, k=3, **kw):
+  return fk.init_kmeans_plusplus(key, x, k, **kw)
+
+
+def e_kmeans(key=D["key"], x=_X, k=3, **kw):
+  return fk.kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+def e_batched(key=D["key"], x=D["xb"], k=3, **kw):
+  return fk.batched_kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+def e_streaming(key=D["key"], x=_XN, k=3, **kw):
+  if isinstance(kw.get("weights"), jax.Array):  # streamed weights live on the host
+    kw["weights"] = np.asarray(kw["weights"])
+  return fk.kmeans_streaming(key, np.asarray(x), k,
+                             **_merge(dict(impl=IMPL, max_iter=2, chunk_size=8), kw))
+
+
+def e_sharded_kmeans(key=D["key"], x=_XN, k=3, **kw):
+  return fk.sharded_kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+def e_sharded_update(x=_XN, k=4, **kw):
+  labels = np.zeros(x.shape[:1], np.int32) if x.ndim == 2 else np.asarray(D["labels"])
+  return fk.sharded_update(x, labels, k, **_merge(dict(impl=IMPL), kw))
+
+
+def e_sharded_assign(x=_XN, c=_XN[:4], **kw):
+  return fk.sharded_assign(x, c, **_merge(dict(impl=IMPL), kw))
+
+
+def e_sharded_pp(key=D["key"], x=_XN, k=3, **kw):
+  return fk.sharded_init_kmeans_plusplus(key, x, k, **kw)
+
+
+def e_estimator(x=_X, k=3, sample_weight=None, **params):
+  params = _merge(dict(impl=IMPL, max_iter=2, random_state=0), params)
+  return fk.KMeans(n_clusters=k, **params).fit(x, sample_weight=sample_weight)
+
+
+def e_estimator_streaming(x=_X, k=3, sample_weight=None, **params):
+  return e_estimator(x, k, sample_weight, **_merge(dict(chunk_size=8), params))
+
+
+def e_cli(tmp, x=_XN, k=3, init=None, extra=()):
+  from flashkmeans_jax import cli
+  path = tmp / f"x{next(_CLI_FILES)}.npy"
+  np.save(path, np.asarray(x))
+  args = [str(path), "-k", str(k), "--impl", IMPL, "--max-iter", "2", "--quiet", "--debug",
+          *extra]
+  if init is not None:
+    np.save(tmp / "init.npy", np.asarray(init))
+    args += ["--init", str(tmp / "init.npy")]
+  return cli.main(args)
+
+
+# Names the entry points give the arguments, mapped to kmeans' names.
+ALIASES = {"X": "x", "host_x": "x", "n_clusters": "k", "n_samples": "N",
+           "sample_weight": "weights", "centroids_or_k": "k"}
+FRONT_ENDS = ("KMeans", "KMeans(chunk_size)", "cli")
+
+
+def _estimator_cells(**params):
+  return {"KMeans": lambda t: e_estimator(**params),
+          "KMeans(chunk_size)": lambda t: e_estimator_streaming(**params)}
+
+
+def _cells(entries, **kw):
+  """The same override for several entry points (by function)."""
+  return {name: (lambda t, f=f: f(**kw)) for name, f in entries.items()}
+
+
+X_TAKERS = dict(assign=e_assign, update=e_update, cluster_sums=e_cluster_sums,
+                init_random=e_init_random, init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans,
+                kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
+                sharded_update=e_sharded_update, sharded_assign=e_sharded_assign,
+                sharded_init_kmeans_plusplus=e_sharded_pp)
+K_TAKERS = dict(update=e_update, cluster_sums=e_cluster_sums, init_random=e_init_random,
+                init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans, batched_kmeans=e_batched,
+                kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
+                sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp)
+N_K_TAKERS = {n: f for n, f in K_TAKERS.items()
+              if n not in ("update", "cluster_sums", "sharded_update")}  # k > N is fine there
+LLOYD = dict(kmeans=e_kmeans, batched_kmeans=e_batched, kmeans_streaming=e_streaming,
+             sharded_kmeans=e_sharded_kmeans)
+WEIGHT_TAKERS = dict(update=e_update, cluster_sums=e_cluster_sums, init_random=e_init_random,
+                     init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans,
+                     kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
+                     sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp)
+METRIC_TAKERS = dict(assign=e_assign, update=e_update, finalize_centroids=e_finalize,
+                     init_kmeans_plusplus=e_init_pp, **LLOYD, sharded_update=e_sharded_update,
+                     sharded_assign=e_sharded_assign, sharded_init_kmeans_plusplus=e_sharded_pp)
+IMPL_TAKERS = dict(assign=e_assign, update=e_update, cluster_sums=e_cluster_sums, **LLOYD,
+                   sharded_update=e_sharded_update, sharded_assign=e_sharded_assign)
+KEY_TAKERS = dict(init_random=e_init_random, init_kmeans_plusplus=e_init_pp, **LLOYD,
+                  sharded_init_kmeans_plusplus=e_sharded_pp)
+
+
+def _weights_row(w, batched=True):
+  cells = {n: (lambda t, f=f: f(weights=w)) for n, f in WEIGHT_TAKERS.items()}
+  if batched:
+    cells["batched_kmeans"] = lambda t: e_batched(weights=jnp.stack([w, jnp.ones_like(w)]))
+  cells.update(_estimator_cells(sample_weight=np.asarray(w)))
+  return cells
+
+
+def _init_row(init):
+  cells = {n: (lambda t, f=f: f(init=init)) for n, f in LLOYD.items()}
+  cells.update(_estimator_cells(init=np.asarray(init)))
+  cells["KMeans(callable init)"] = lambda t: e_estimator(init=lambda x, k, rs: np.asarray(init))
+  cells["cli"] = lambda t: e_cli(t, init=init)
+  return cells
+
+
+def _options_row(flag, value, **kw):
+  cells = _cells(LLOYD, **kw)
+  cells.update(_estimator_cells(**kw))
+  cells["cli"] = lambda t: e_cli(t, extra=[f"{flag}={value}"])
+  return cells
+
+
+@dataclasses.dataclass(frozen=True)
+class SameError:
+  id: str
+  exc: type[Exception]
+  message: str  # kmeans' message, in kmeans' names (the first ";" part for front ends)
+  cells: dict[str, Callable[[Any], Any]]
+  aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # added to ALIASES
+
+
+SAME_ERRORS: list[SameError] = [
+    SameError("x-rank", ValueError, "x must have rank 2 ([N, D]), got shape (3,)", {
+        **_cells(X_TAKERS, x=_XN[0]), **_estimator_cells(x=_X[0]),
+        "cli": lambda t: e_cli(t, x=_XN[0])}),
+    SameError("x-integer", TypeError,
+              "x must be float16, bfloat16, float32 or float64, got integer dtype int32; "
+              "convert explicitly (e.g. x.astype(jnp.float32), or use the real part / stack "
+              "real and imaginary parts for complex data)", {
+                  **_cells(X_TAKERS, x=_XN.astype(np.int32)),
+                  "batched_kmeans": lambda t: e_batched(x=D["xb"].astype(jnp.int32))}),
+    SameError("x-empty-axis", ValueError, "x must not have an empty axis, got shape (0, 3)", {
+        **_cells(X_TAKERS, x=_XN[:0]), **_estimator_cells(x=_X[:0]),
+        "cli": lambda t: e_cli(t, x=_XN[:0])}),
+    SameError("x-nan", ValueError,
+              "x contains NaN or Inf; clean the data or pass check_finite=False (non-finite "
+              "points then get label 0 and distance NaN and are left out of the centroid "
+              "update)", {
+                  **_cells({n: f for n, f in X_TAKERS.items() if n in (
+                      "assign", "update", "kmeans", "sharded_kmeans", "sharded_update",
+                      "sharded_assign")}, x=np.where(np.arange(60).reshape(20, 3) == 7, np.nan,
+                                                     _XN).astype(np.float32)),
+                  "batched_kmeans": lambda t: e_batched(x=D["xb"].at[1, 2, 0].set(jnp.nan)),
+                  **_estimator_cells(x=_X.at[2, 0].set(jnp.nan)),
+                  "cli": lambda t: e_cli(t, x=np.where(np.arange(60).reshape(20, 3) == 7,
+                                                       np.nan, _XN).astype(np.float32))}),
+    SameError("k-zero", ValueError, "k must be >= 1, got 0", {
+        **_cells(K_TAKERS, k=0), **_estimator_cells(k=0), "cli": lambda t: e_cli(t, k=0)}),
+    SameError("k-above-N", ValueError, "k=21 exceeds the number of points N=20", {
+        **_cells(N_K_TAKERS, k=21), **_estimator_cells(k=21), "cli": lambda t: e_cli(t, k=21)}),
+    SameError("k-float", TypeError, "k must be a Python int, got float (3.0)", {
+        **_cells(K_TAKERS, k=3.0), **_estimator_cells(k=3.0)}),
+    SameError("metric", ValueError,
+              "metric must be one of ('sqeuclidean', 'cosine', 'dot'), got 'l1'", {
+                  **_cells(METRIC_TAKERS, metric="l1"), **_estimator_cells(metric="l1")}),
+    SameError("impl", ValueError,
+              "impl must be one of ('auto', 'xla', 'pallas', 'pallas_interpret'), got 'cuda'", {
+                  **_cells(IMPL_TAKERS, impl="cuda"), **_estimator_cells(impl="cuda")}),
+    SameError("empty", ValueError, "empty must be one of ('keep', 'farthest'), got 'drop'",
+              _cells(dict(update=e_update, finalize_centroids=e_finalize, **LLOYD,
+                          sharded_update=e_sharded_update), empty="drop")),
+    SameError("weights-negative", ValueError, "weights must be >= 0, got minimum -1.0",
+              _weights_row(_NEG_W)),
+    SameError("weights-nan", ValueError, "weights must be finite, got 1 NaN or Inf value(s)",
+              _weights_row(_NAN_W)),
+    SameError("weights-all-zero", ValueError,
+              "weights must have a positive sum; all weights are zero", {
+                  **_cells({n: f for n, f in LLOYD.items() if n != "batched_kmeans"},
+                           weights=jnp.zeros(20)),
+                  **_estimator_cells(sample_weight=np.zeros(20))}),
+    SameError("weights-shape", ValueError,
+              "weights must have shape (20,) (one per point), got (19,)", {
+                  **{n: (lambda t, f=f: f(weights=jnp.ones(19)))
+                     for n, f in WEIGHT_TAKERS.items()},
+                  **_estimator_cells(sample_weight=np.ones(19))}),
+    SameError("init-nan", ValueError,
+              "init contains NaN or Inf; starting centroids must be finite", _init_row(_NAN_C)),
+    SameError("init-D", ValueError, "init must have D=3 columns like x, got shape (3, 2)",
+              _init_row(_X[:3, :2])),
+    SameError("init-k", ValueError, "init must have k=3 rows, got shape (4, 3)",
+              _init_row(_X[:4])),
+    SameError("centroids-nan", ValueError,
+              "centroids contains NaN or Inf; centroids must be finite", {
+                  "assign": lambda t: e_assign(c=_NAN_C),
+                  "sharded_assign": lambda t: e_sharded_assign(c=np.asarray(_NAN_C)),
+                  "update": lambda t: e_update(k=_NAN_C, weights=None),
+                  "sharded_update": lambda t: e_sharded_update(k=np.asarray(_NAN_C))},
+              aliases={"centroids_or_k": "centroids"}),
+    SameError("max_iter-zero", ValueError, "max_iter must be >= 1, got 0",
+              _options_row("--max-iter", 0, max_iter=0)),
+    SameError("tol-negative", ValueError, "tol must be a finite number >= 0, got -0.001",
+              _options_row("--tol", -0.001, tol=-0.001)),
+    SameError("key-int", TypeError,
+              "key must be a jax.random key (e.g. jax.random.key(0)), got int (0)",
+              _cells(KEY_TAKERS, key=0)),
+    SameError("key-raw-shape", ValueError,
+              "key must be a single key: a raw uint32 key has shape (2,), got shape (3,)",
+              _cells(KEY_TAKERS, key=_RAW_KEY3)),
+]
+if not any(d.platform == "gpu" for d in jax.devices()):
+  SAME_ERRORS.append(SameError(
+      "impl-pallas-without-gpu", ValueError,
+      'impl="pallas" needs a CUDA GPU (the Triton-lowered kernels); on this backend use '
+      'impl="xla" (or None), or "pallas_interpret" to run the kernels in Pallas interpret '
+      "mode (slow, for tests)", {
+          **_cells(IMPL_TAKERS, impl="pallas"), **_estimator_cells(impl="pallas"),
+          "cli": lambda t: e_cli(t, extra=["--impl", "pallas"])}))
+
+
+def _canonical(msg: str, tmp, aliases) -> str:
+  """The message in kmeans' names: the CLI's file paths become ``x``, the
+  entry points' names for arguments become kmeans' (whole words only)."""
+  msg = re.sub(re.escape(str(tmp)) + r"/x\d+\.npy", "x", msg)
+  for word, canon in {**ALIASES, **aliases}.items():
+    msg = re.sub(rf"(?<![\w.]){re.escape(word)}(?![\w])", canon, msg)
+  return msg
+
+
+@pytest.mark.parametrize("row", SAME_ERRORS, ids=[r.id for r in SAME_ERRORS])
+def test_same_bad_argument_same_error_everywhere(row, tmp_path):
+  from flashkmeans_jax import cli
+  assert len(row.cells) >= 3, "a row compares several entry points"
+  got = {}
+  for entry, call in row.cells.items():
+    with pytest.raises(Exception) as info:
+      call(tmp_path)
+    err = info.value
+    if isinstance(err, cli.CLIError):
+      # The CLI prefixes the flag and keeps the library's error as the cause.
+      assert err.__cause__ is not None, (entry, err)
+      assert str(err).endswith(str(err.__cause__)), (entry, err)
+      err = err.__cause__
+    assert type(err) is row.exc, f"{entry}: {type(err).__name__}: {err}"
+    got[entry] = _canonical(str(err), tmp_path, row.aliases)
+  for entry, msg in got.items():
+    front = entry in FRONT_ENDS or entry.startswith("KMeans")
+    want, have = (row.message.split(";")[0], msg.split(";")[0]) if front else (row.message, msg)
+    assert have == want, f"{entry}: {msg!r}"
+
+
+def test_same_error_ids_unique():
+  ids = [r.id for r in SAME_ERRORS]
+  assert len(ids) == len(set(ids))
+
+
+NUMPY_INTEGERS = [
+    ("update", e_update, dict(k=np.int64(4))),
+    ("cluster_sums", e_cluster_sums, dict(k=np.int64(4))),
+    ("init_random", e_init_random, dict(k=np.int64(3))),
+    ("init_kmeans_plusplus", e_init_pp, dict(k=np.int32(3))),
+    ("kmeans", e_kmeans, dict(k=np.int64(3), n_init=np.int64(2), max_iter=np.int64(3))),
+    ("batched_kmeans", e_batched, dict(k=np.int64(3))),
+    ("kmeans_streaming", e_streaming, dict(k=np.int64(3), chunk_size=np.int64(8))),
+    ("sharded_kmeans", e_sharded_kmeans, dict(k=np.int64(3))),
+    ("sharded_update", e_sharded_update, dict(k=np.int64(4))),
+    ("sharded_init_kmeans_plusplus", e_sharded_pp, dict(k=np.int64(3))),
+    ("KMeans", e_estimator, dict(k=np.int64(3), max_iter=np.int64(2))),
+    ("KMeans(chunk_size)", e_estimator_streaming, dict(k=np.int64(3), chunk_size=np.int64(8))),
+]
+
+
+@pytest.mark.parametrize("entry,call,kw", NUMPY_INTEGERS, ids=[c[0] for c in NUMPY_INTEGERS])
+def test_numpy_integers_accepted_everywhere(entry, call, kw):
+  """NumPy integers are integers: every entry point that takes k (or another
+  count) accepts them, the sharded ones included, with the result of the
+  Python int."""
+  def leaves(out):
+    if hasattr(out, "cluster_centers_"):
+      out = (out.cluster_centers_, out.labels_)
+    return [np.asarray(a) for a in jax.tree.leaves(out)]
+
+  got = leaves(call(**kw))
+  want = leaves(call(**{n: int(v) if isinstance(v, np.integer) else v for n, v in kw.items()}))
+  assert len(got) == len(want) > 0
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_raw_uint32_key_accepted():
+  res = fk.kmeans(jax.random.PRNGKey(0), D["x"], 3, max_iter=3)
   assert res.centroids.shape == (3, 3)
-  # A raw uint32 key is accepted like a typed one.
-  res2 = fk.kmeans(jax.random.PRNGKey(0), D["x"], 3, max_iter=3)
-  assert res2.centroids.shape == (3, 3)
 
 
 # --------------------------------------------------------------------------

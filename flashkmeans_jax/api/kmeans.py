@@ -61,7 +61,8 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
     precision: float32 matmul precision (see :func:`assign`).
     check_finite: on an eager call, raise ``ValueError`` if x holds NaN/Inf.
       Inside ``jit``/``vmap`` it cannot raise: non-finite points are then left
-      out of every update and show up as a NaN inertia.
+      out of every update and show up as a NaN inertia. An eager ``init``
+      array is checked for NaN/Inf either way.
     verbose: print inertia and centroid shift every iteration (works inside
       ``jit`` through ``jax.debug.callback``).
     config: optional kernel configuration (see :func:`assign`).

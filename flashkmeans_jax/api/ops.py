@@ -10,7 +10,6 @@ the statistics core. Eager calls of the compound functions go through one
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any
 
 import jax
@@ -30,8 +29,8 @@ __all__ = ["assign", "cluster_sums", "update", "finalize_centroids", "init_rando
 
 
 def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
-           impl: str | None = None, precision: Any = None,
-           config: Any = None) -> tuple[jax.Array, jax.Array]:
+           impl: str | None = None, precision: Any = None, config: Any = None,
+           check_finite: bool = True) -> tuple[jax.Array, jax.Array]:
   """Nearest centroid of every point, and its distance.
 
   Args:
@@ -59,6 +58,9 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
     config: optional :class:`flashkmeans_jax.AssignConfig` for
       the Pallas kernel (tile sizes, warps, stages); ``None`` picks one from
       the device and shapes.
+    check_finite: on an eager call, raise ``ValueError`` if x holds NaN/Inf.
+      Non-finite centroids always raise on an eager call. Inside ``jit`` a
+      non-finite row of x gets label 0 and distance NaN.
 
   Returns:
     ``labels int32[N]`` (ties go to the lowest centroid index) and
@@ -74,12 +76,16 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
   """
   if mesh.is_row_sharded(x):
     return sharded_api.sharded_assign(x, centroids, metric=metric, impl=impl,
-                                      precision=precision, config=config)
+                                      precision=precision, config=config,
+                                      check_finite=check_finite)
   validation.check_points(x)
   validation.check_centroids(centroids, x.shape[1])
   metric = validation.check_metric(metric)
   impl = validation.resolve_impl(impl, x.shape[0], centroids.shape[0])
   precision = validation.resolve_precision(precision)
+  validation.check_finite(centroids, "centroids")
+  if check_finite:
+    validation.check_finite(x)
   return assign_op.assign(x, centroids, metric, impl, precision, config)
 
 
@@ -159,14 +165,12 @@ def finalize_centroids(sums: jax.Array, counts: jax.Array,
   if previous is not None:
     validation.check_centroids(previous, d, "previous", k=k)
   if empty == "farthest":
-    if x is None or labels is None or dist is None:
-      raise ValueError('empty="farthest" needs x, labels and dist (from assign)')
+    validation.check_farthest(empty, None, dist, x=x, labels=labels)
     validation.check_points(x)
     n = x.shape[0]
     validation.check_labels(labels, n, k=k)
     validation.check_weights(weights, n)
-    if tuple(dist.shape) != (n,):
-      raise ValueError(f"dist must have shape {(n,)}, got {tuple(dist.shape)}")
+    validation.check_farthest(empty, n, dist)
   else:
     x = labels = dist = weights = None
   return _finalize_jit(sums, counts, previous, x,
@@ -233,7 +237,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
 def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
            weights: jax.Array | None = None, metric: str = "sqeuclidean",
            empty: str = "keep", dist: jax.Array | None = None,
-           impl: str | None = None) -> tuple[jax.Array, jax.Array]:
+           impl: str | None = None, check_finite: bool = True) -> tuple[jax.Array, jax.Array]:
   """New centroids as the (weighted) means of their points.
 
   Args:
@@ -250,6 +254,9 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
     impl: ``None``/``"auto"``, ``"xla"`` (tiled ``segment_sum``), ``"pallas"``
       (sort-inverse kernel: argsort of labels, then contiguous per-cluster
       sums) or ``"pallas_interpret"``.
+    check_finite: on an eager call, raise ``ValueError`` if x holds NaN/Inf
+      (inside ``jit`` such rows are left out of the sums and counts).
+      Non-finite previous centroids always raise on an eager call.
 
   Returns:
     ``centroids [K, D]`` in ``x.dtype`` (accumulated in float32) and
@@ -261,26 +268,19 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
   """
   if mesh.is_row_sharded(x):
     return sharded_api.sharded_update(x, labels, centroids_or_k, weights=weights,
-                                      metric=metric, empty=empty, dist=dist, impl=impl)
+                                      metric=metric, empty=empty, dist=dist, impl=impl,
+                                      check_finite=check_finite)
   validation.check_points(x)
   n, d = x.shape
   validation.check_weights(weights, n)
   metric = validation.check_metric(metric)
   empty = validation.check_empty(empty)
-  if isinstance(centroids_or_k, numbers.Integral) or not hasattr(centroids_or_k, "shape"):
-    # Python and NumPy ints; anything else that is not an array gets check_k's
-    # TypeError naming k.
-    k = validation.check_k(centroids_or_k, name="centroids_or_k")
-    previous = None
-  else:
-    validation.check_centroids(centroids_or_k, d, "centroids_or_k")
-    previous = centroids_or_k
-    k = previous.shape[0]
+  k, previous = validation.check_centroids_or_k(centroids_or_k, d)
   validation.check_labels(labels, n, k=k)
-  if dist is not None and tuple(dist.shape) != (n,):
-    raise ValueError(f"dist must have shape {(n,)}, got {tuple(dist.shape)}")
-  if empty == "farthest" and dist is None:
-    raise ValueError('empty="farthest" needs dist (the distances from assign)')
+  validation.check_farthest(empty, n, dist)
   impl = validation.resolve_impl(impl, n, k)
+  validation.check_finite(previous, "centroids_or_k")
+  if check_finite:
+    validation.check_finite(x)
   return _update_jit(x, labels.astype(jnp.int32), previous, weights, dist, k=k,
                      metric=metric, empty=empty, impl=impl)

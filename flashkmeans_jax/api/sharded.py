@@ -41,7 +41,6 @@ drivers that each read their own part of the data).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
@@ -96,9 +95,10 @@ def sharded_kmeans(key: jax.Array, x: Any, k: int, *, mesh: Mesh | None = None,
   validation.check_key(key)
   validation.check_points(x)
   n = x.shape[0]
-  mesh_mod.check_weights_sharded(weights, n)
+  # The same checks as kmeans; values of weights split over processes are
+  # reduced on the devices, so every process sees the same verdict.
   opts, init_array = validation.lloyd_options(
-      x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=None,
+      x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
       verbose=verbose, check_finite_values=check_finite)
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)
@@ -125,9 +125,9 @@ def sharded_init_kmeans_plusplus(key: jax.Array, x: Any, k: int, *,
   validation.check_points(x)
   n = x.shape[0]
   k = validation.check_k(k, n)
+  validation.check_weights(weights, n)
   metric = validation.check_metric(metric)
   n_local_trials = validation.check_optional_positive_int(n_local_trials, "n_local_trials")
-  mesh_mod.check_weights_sharded(weights, n)
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)
   xs, ws, _ = mesh_mod.prepare(x, np.ones((n,), np.float32) if weights is None else weights,
                                mesh, axes)
@@ -138,16 +138,20 @@ def sharded_init_kmeans_plusplus(key: jax.Array, x: Any, k: int, *,
 def sharded_assign(x: Any, centroids: Any, *, mesh: Mesh | None = None,
                    axis_name: str | tuple[str, ...] | None = None,
                    metric: str = "sqeuclidean", impl: str | None = None,
-                   precision: Any = None, config: Any = None) -> tuple[jax.Array, jax.Array]:
+                   precision: Any = None, config: Any = None,
+                   check_finite: bool = True) -> tuple[jax.Array, jax.Array]:
   """:func:`flashkmeans_jax.assign` with every device assigning its own rows
   (no collective). Labels and distances come back split like x (replicated
   when N had to be padded). Not differentiable (use ``assign`` on a shard
-  inside your own ``shard_map`` for gradients)."""
+  inside your own ``shard_map`` for gradients). The checks are ``assign``'s."""
   validation.check_points(x)
   validation.check_centroids(centroids, x.shape[1])
   metric = validation.check_metric(metric)
   impl = validation.resolve_impl(impl)
   precision = validation.resolve_precision(precision)
+  validation.check_finite(centroids, "centroids")
+  if check_finite:
+    validation.check_finite(x)
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)
   xs, _, _ = mesh_mod.prepare(x, None, mesh, axes)
   return sharded_ops.assign_sharded(xs, jnp.asarray(centroids), mesh=mesh, axes=axes,
@@ -158,25 +162,25 @@ def sharded_assign(x: Any, centroids: Any, *, mesh: Mesh | None = None,
 def sharded_update(x: Any, labels: Any, centroids_or_k: Any, *, mesh: Mesh | None = None,
                    axis_name: str | tuple[str, ...] | None = None, weights: Any = None,
                    metric: str = "sqeuclidean", empty: str = "keep", dist: Any = None,
-                   impl: str | None = None) -> tuple[jax.Array, jax.Array]:
+                   impl: str | None = None,
+                   check_finite: bool = True) -> tuple[jax.Array, jax.Array]:
   """:func:`flashkmeans_jax.update` on row-sharded points: local sums and
-  counts, one psum of O(K*D), identical centroids on every device."""
+  counts, one psum of O(K*D), identical centroids on every device. The
+  checks are ``update``'s."""
   validation.check_points(x)
   n, d = x.shape
-  validation.check_labels(labels, n)
-  mesh_mod.check_weights_sharded(weights, n)
+  validation.check_weights(weights, n)
   metric = validation.check_metric(metric)
   empty = validation.check_empty(empty)
+  k, previous = validation.check_centroids_or_k(centroids_or_k, d)
+  validation.check_labels(labels, n, k=k)
+  validation.check_farthest(empty, n, dist)
   impl = validation.resolve_impl(impl)
-  if isinstance(centroids_or_k, numbers.Integral) or not hasattr(centroids_or_k, "shape"):
-    k = validation.check_k(centroids_or_k, name="centroids_or_k")
-    previous = jnp.zeros((k, d), jnp.float32)
-  else:
-    validation.check_centroids(centroids_or_k, d)
-    previous = jnp.asarray(centroids_or_k)
-    k = previous.shape[0]
-  if empty == "farthest" and dist is None:
-    raise ValueError('empty="farthest" needs dist (from assign)')
+  validation.check_finite(previous, "centroids_or_k")
+  if check_finite:
+    validation.check_finite(x)
+  # An integer k: empty clusters get the zero vector, as update gives them.
+  previous = jnp.zeros((k, d), jnp.float32) if previous is None else jnp.asarray(previous)
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)
   if weights is None:
     weights = np.ones((n,), np.float32)  # pad rows get 0 below

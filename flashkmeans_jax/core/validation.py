@@ -3,14 +3,16 @@
 Each check runs on shapes and dtypes, so it works on tracers and fires at
 trace time under ``jit``; the messages name the argument, what was expected
 and what was given. Checks on *values* (finite data, weights >= 0, labels in
-range) run only when the array is concrete -- an eager call, or a constant
-closed over by a traced function -- and are skipped for tracers, where a
-Python exception is impossible (see ``flashkmeans_jax.checked`` for the
-``checkify`` route).
+range; :mod:`flashkmeans_jax.core.values`) run only when the array is
+concrete -- an eager call, or a constant closed over by a traced function --
+and are skipped for tracers, where a Python exception is impossible (see
+``flashkmeans_jax.checked`` for the ``checkify`` route). Front ends (``KMeans``, the CLI) call the same functions
+with their own argument names (``n_clusters``, ``X``, ``sample_weight``).
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -21,35 +23,26 @@ import numpy as np
 from flashkmeans_jax.core import device
 from flashkmeans_jax.core import dispatch
 from flashkmeans_jax.core import precision as precision_mod
+from flashkmeans_jax.core import values
 from flashkmeans_jax.core.options import LloydOptions
 from flashkmeans_jax.core.types import EMPTY_POLICIES, IMPLS, INITS, METRICS
+# The value checks are part of this module's interface (check_finite is
+# called by every entry point that takes data).
+from flashkmeans_jax.core.values import FINITE_HINT, check_finite  # noqa: F401
 
-_FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+_FLOAT_DTYPES = tuple(np.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32,
+                                            jnp.float64))
 # The dtypes the estimator and CLI cluster in without converting.
 _KEEP_DTYPES = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16), np.dtype(jnp.float32))
 
 
-def _dtype_of(a: Any):
-  return jnp.result_type(a) if not hasattr(a, "dtype") else a.dtype
+def check_points(x: Any, name: str = "x", ndim: int = 2, layout: str | None = None, *,
+                 numeric: bool = False) -> None:
+  """Checks that ``x`` is a floating array of rank ``ndim`` with no empty axis.
 
-
-def _concrete(a: Any) -> bool:
-  return a is not None and not isinstance(a, jax.core.Tracer)
-
-
-def _eager_value(fn, *arrays):
-  """Evaluates ``fn(*arrays)`` now, even while an outer function is traced.
-
-  Used for value checks on concrete arrays: inside ``jit``/``checkify``
-  tracing, a constant closed over by the traced function is concrete, but a
-  plain ``jnp`` op on it would still produce a tracer.
+  ``numeric=True`` (front ends that cast their input) also accepts integer
+  and bool dtypes.
   """
-  with jax.ensure_compile_time_eval():
-    return fn(*arrays)
-
-
-def check_points(x: Any, name: str = "x", ndim: int = 2, layout: str | None = None) -> None:
-  """Checks that ``x`` is a floating array of rank ``ndim`` with no empty axis."""
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     raise TypeError(
         f"{name} must be an array (NumPy or JAX), got {type(x).__name__}")
@@ -58,9 +51,13 @@ def check_points(x: Any, name: str = "x", ndim: int = 2, layout: str | None = No
     raise ValueError(
         f"{name} must have rank {ndim} ({expect}), got shape {tuple(x.shape)}")
   dt = np.dtype(x.dtype)
-  if dt not in [np.dtype(d) for d in _FLOAT_DTYPES]:
+  is_int = np.issubdtype(dt, np.integer) or dt == np.bool_
+  if dt not in _FLOAT_DTYPES and not (numeric and is_int):
     kind = ("complex" if np.issubdtype(dt, np.complexfloating) else
-            "integer" if np.issubdtype(dt, np.integer) or dt == np.bool_ else "non-float")
+            "integer" if is_int else "non-float")
+    if numeric:
+      raise TypeError(f"{name} must hold real numbers (float or integer), got {kind} "
+                      f"dtype {dt}")
     raise TypeError(
         f"{name} must be float16, bfloat16, float32 or float64, got {kind} dtype {dt}; "
         "convert explicitly (e.g. x.astype(jnp.float32), or use the real part / "
@@ -71,6 +68,7 @@ def check_points(x: Any, name: str = "x", ndim: int = 2, layout: str | None = No
 
 def check_centroids(c: Any, d: int, name: str = "centroids", k: int | None = None,
                     batch: tuple[int, ...] = ()) -> None:
+  """``c`` is a float ``[k, D]`` (or ``[*batch, k, D]``) array with x's ``D``."""
   check_points(c, name, ndim=2 + len(batch), layout="[K, D]" if not batch else "[B, K, D]")
   if c.shape[-1] != d:
     raise ValueError(
@@ -82,15 +80,49 @@ def check_centroids(c: Any, d: int, name: str = "centroids", k: int | None = Non
         f"{name} batch axes {tuple(c.shape[:-2])} do not match x's {tuple(batch)}")
 
 
-def check_k(k: Any, n: int | None = None, name: str = "k") -> int:
+def check_n_features(x: Any, n_features: int, owner: str, name: str = "X") -> None:
+  """``x`` has the ``n_features`` columns a fitted estimator saw (scikit-learn's wording,
+  which its estimator checks assert)."""
+  if x.shape[1] != n_features:
+    raise ValueError(f"{name} has {x.shape[1]} features, but {owner} is expecting "
+                     f"{n_features} features as input.")
+
+
+def check_k(k: Any, n: int | None = None, name: str = "k", *, n_name: str = "N") -> int:
+  """An integer ``1 <= k <= n`` (Python or NumPy int); returns a Python int."""
   if isinstance(k, bool) or not isinstance(k, numbers.Integral):
     raise TypeError(f"{name} must be a Python int, got {type(k).__name__} ({k!r})")
   k = int(k)
   if k < 1:
     raise ValueError(f"{name} must be >= 1, got {k}")
   if n is not None and k > n:
-    raise ValueError(f"{name}={k} exceeds the number of points N={n}")
+    raise ValueError(f"{name}={k} exceeds the number of points {n_name}={n}")
   return k
+
+
+def check_centroids_or_k(value: Any, d: int, name: str = "centroids_or_k"):
+  """``(k, previous)`` from :func:`update`'s ``centroids_or_k``: an integer k
+  (``previous`` None) or centroids ``[K, D]``. A 0-d array is taken for a
+  mistyped k (``check_k``'s ``TypeError``)."""
+  if not hasattr(value, "shape") or value.ndim == 0:
+    return check_k(value, name=name), None
+  check_centroids(value, d, name)
+  return int(value.shape[0]), value
+
+
+def _join(names: tuple[str, ...]) -> str:
+  return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def check_farthest(empty: str, n: int | None, dist: Any, **needed: Any) -> None:
+  """``empty="farthest"`` needs ``dist`` and the arrays in ``needed`` (by name);
+  a given ``dist`` is ``[n]`` (when ``n`` is known)."""
+  needed = {**needed, "dist": dist}
+  if empty == "farthest" and any(v is None for v in needed.values()):
+    raise ValueError(f'empty="farthest" needs {_join(tuple(needed))} (dist: the '
+                     "distances from assign)")
+  if dist is not None and n is not None and tuple(getattr(dist, "shape", ())) != (n,):
+    raise ValueError(f"dist must have shape {(n,)}, got {tuple(getattr(dist, 'shape', ()))}")
 
 
 def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
@@ -108,41 +140,51 @@ def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
         f"{tuple(labels.shape)}")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"labels must be an integer array, got {labels.dtype}")
-  if k is not None and _concrete(labels):
-    lo, hi = _eager_value(lambda a: (int(jnp.min(a)), int(jnp.max(a))), labels)
-    if lo < 0 or hi >= k:
-      raise ValueError(f"labels must lie in [0, k={k}), got values in [{lo}, {hi}]")
+  if k is not None:
+    values.check_label_values(labels, k)
 
 
 def check_weights(weights: Any, n: int, batch: tuple[int, ...] = (),
-                  require_positive: bool = False) -> None:
-  """Shape and dtype of ``weights``; values are checked eagerly when concrete."""
+                  require_positive: bool = False, *, name: str = "weights") -> None:
+  """Shape and dtype of ``weights``; when concrete also finite, ``>= 0`` and
+  (``require_positive``) of positive sum per batch member. The values are
+  reduced where they live (on the devices for a ``jax.Array``, sharded ones
+  included)."""
   if weights is None:
     return
-  if not hasattr(weights, "shape"):
-    raise TypeError(f"weights must be an array, got {type(weights).__name__}")
+  if not hasattr(weights, "shape") or not hasattr(weights, "dtype"):
+    raise TypeError(f"{name} must be an array, got {type(weights).__name__}")
   if tuple(weights.shape) != (*batch, n):
     raise ValueError(
-        f"weights must have shape {(*batch, n)} (one per point), got "
+        f"{name} must have shape {(*batch, n)} (one per point), got "
         f"{tuple(weights.shape)}")
   if not jnp.issubdtype(weights.dtype, jnp.floating):
-    raise TypeError(f"weights must be a float array, got {weights.dtype}")
-  if _concrete(weights):
-    w = np.asarray(weights, dtype=np.float64)
-    if not np.all(np.isfinite(w)):
-      raise ValueError(
-          f"weights must be finite, got {int(np.sum(~np.isfinite(w)))} NaN or Inf value(s)")
-    if np.any(w < 0):
-      raise ValueError(f"weights must be >= 0, got minimum {w.min()}")
-    zero = np.atleast_1d(np.sum(w, axis=-1) <= 0)
-    if require_positive and zero.any():
-      where = (f" (batch member(s) {np.flatnonzero(zero).tolist()} are all zero)"
-               if batch else "; all weights are 0")
-      raise ValueError(f"weights must have a positive sum{where}")
+    raise TypeError(f"{name} must be a float array, got {weights.dtype}")
+  values.check_weight_values(weights, name, bool(batch), require_positive)
+
+
+def host_weights(value: Any, n: int, *, name: str = "weights",
+                 require_positive: bool = False) -> np.ndarray | None:
+  """Array-like weights (list, NumPy, JAX) as a checked NumPy ``float32[n]``.
+
+  For front ends that take array-likes: anything that is not numbers is a
+  ``TypeError`` naming ``name``; values are checked by :func:`check_weights`
+  before the cast, and finite values that overflow float32 are refused.
+  """
+  if value is None:
+    return None
+  a = np.asarray(value)
+  if a.dtype.kind not in "biuf":
+    raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}"
+                    f" of dtype {a.dtype}")
+  a = a.astype(np.float64)
+  check_weights(a, n, require_positive=require_positive, name=name)
+  check_finite(a, name, dtype=np.float32)
+  return a.astype(np.float32)
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-  if value not in choices:
+  if not isinstance(value, str) or value not in choices:
     raise ValueError(f"{name} must be one of {choices}, got {value!r}")
   return value
 
@@ -152,6 +194,7 @@ def check_metric(metric: Any) -> str:
 
 
 def check_impl(impl: Any) -> str:
+  """A valid ``impl`` name (``None`` is ``"auto"``), not yet resolved."""
   if impl is None:
     return "auto"
   return check_choice(impl, "impl", IMPLS)
@@ -166,6 +209,7 @@ def check_init_name(init: Any) -> str:
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+  """An integer ``>= minimum`` (Python or NumPy int; not bool); returns a Python int."""
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
   if value < minimum:
@@ -173,7 +217,12 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
   return int(value)
 
 
+def check_optional_positive_int(value: Any, name: str) -> int | None:
+  return None if value is None else check_positive_int(value, name)
+
+
 def check_tol(tol: Any) -> float:
+  """A finite ``tol >= 0``; returns a Python float."""
   if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
     raise TypeError(f"tol must be a float, got {type(tol).__name__} ({tol!r})")
   tol = float(tol)
@@ -182,24 +231,10 @@ def check_tol(tol: Any) -> float:
   return tol
 
 
-def check_finite(x: Any, name: str = "x") -> None:
-  """Raises on NaN/Inf when ``x`` is concrete (eager call); no-op on tracers.
-
-  A concrete JAX array is checked on its device (no copy to the host), also
-  when the caller is being traced (``jit``/``checkify`` of a function that
-  closes over ``x``).
-  """
-  if not _concrete(x):
-    return
-  ok = _eager_value(lambda a: bool(jnp.all(jnp.isfinite(a))), x) if isinstance(
-      x, jax.Array) else bool(np.all(np.isfinite(np.asarray(x, dtype=np.float32))))
-  if not ok:
-    if name != "x":
-      raise ValueError(f"{name} contains NaN or Inf; starting centroids must be finite")
-    raise ValueError(
-        f"{name} contains NaN or Inf; clean the data or pass check_finite=False "
-        "(non-finite points then get label 0 and distance NaN and are left out "
-        "of the centroid update)")
+@functools.lru_cache(maxsize=None)
+def _raw_key_shape(impl: str) -> tuple[int, ...]:
+  del impl  # the cache key: the shape belongs to the default PRNG implementation
+  return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
 
 
 def check_key(key: Any, name: str = "key") -> None:
@@ -209,16 +244,20 @@ def check_key(key: Any, name: str = "key") -> None:
     raise TypeError(
         f"{name} must be a jax.random key (e.g. jax.random.key(0)), got "
         f"{type(key).__name__} ({key!r})")
+  split = "; batched_kmeans splits one key for you"
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
-      raise ValueError(
-          f"{name} must be a single key of shape (), got a key array of shape "
-          f"{tuple(key.shape)}; batched_kmeans splits one key for you")
+      raise ValueError(f"{name} must be a single key of shape (), got a key array of "
+                       f"shape {tuple(key.shape)}{split}")
     return
-  if np.dtype(key.dtype) != np.uint32 or key.ndim != 1:
+  if np.dtype(key.dtype) != np.uint32:
     raise TypeError(
         f"{name} must be a jax.random key (jax.random.key(seed)) or a raw uint32[2] "
         f"key (jax.random.PRNGKey(seed)), got dtype {key.dtype} shape {tuple(key.shape)}")
+  raw = _raw_key_shape(str(jax.config.jax_default_prng_impl))
+  if tuple(key.shape) != raw:
+    raise ValueError(f"{name} must be a single key: a raw uint32 key has shape {raw}, got "
+                     f"shape {tuple(key.shape)}{split if key.shape[1:] == raw else ''}")
 
 
 def check_sums(sums: Any, counts: Any) -> tuple[int, int]:
@@ -235,10 +274,6 @@ def check_sums(sums: Any, counts: Any) -> tuple[int, int]:
         f"counts must have shape ({sums.shape[0]},) like sums' first axis, got "
         f"{tuple(counts.shape)}")
   return int(sums.shape[0]), int(sums.shape[1])
-
-
-def check_optional_positive_int(value: Any, name: str) -> int | None:
-  return None if value is None else check_positive_int(value, name)
 
 
 def resolve_impl(impl: Any, n: int | None = None, k: int | None = None,
@@ -263,17 +298,14 @@ def resolve_precision(precision: Any) -> Any:
 def check_init(init: Any, k: int, d: int, batch: tuple[int, ...] = ()):
   """``(mode, array)``: ``("k-means++" | "random", None)`` for a name,
   ``("array", init)`` for starting centroids ``[k, D]`` (or ``[B, k, D]``
-  when ``batch`` is given)."""
+  when ``batch`` is given). Shapes only: see :func:`lloyd_options` for values."""
   if isinstance(init, str):
     return check_init_name(init), None
   if hasattr(init, "shape"):
     if batch and init.ndim not in (2, 3):
       raise ValueError(f"init must have shape [k, D] (shared) or [B, k, D], got "
                        f"shape {tuple(init.shape)}")
-    if init.ndim == 2:
-      check_centroids(init, d, "init", k=k)
-    else:
-      check_centroids(init, d, "init", k=k, batch=batch)
+    check_centroids(init, d, "init", k=k, batch=batch if init.ndim == 3 else ())
     return "array", init
   raise TypeError(
       f"init must be 'k-means++', 'random' or an array [k, D], got {type(init).__name__}")
@@ -289,8 +321,9 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
   :class:`LloydOptions` the lower layers trust and the init array (or None).
 
   ``x`` is ``[*batch, N, D]`` (already checked by :func:`check_points`).
-  With ``check_finite_values`` an eager call also rejects NaN/Inf in ``x``
-  and in an init array.
+  An eager init array is always checked for NaN/Inf (it is K x D, and a
+  non-finite start would win points silently); ``check_finite_values``
+  also checks ``x`` (one pass over the data).
   """
   n, d = x.shape[-2:]
   k = check_k(k, n)
@@ -307,10 +340,10 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
   # decides between XLA and the kernels is the whole batch's.
   impl = resolve_impl(impl, n, k, batch=int(np.prod(batch, dtype=np.int64)) * n_init)
   precision = resolve_precision(precision)
+  if init_array is not None:
+    check_finite(init_array, "init")
   if check_finite_values:
     check_finite(x)
-    if init_array is not None:
-      check_finite(init_array, "init")
   opts = LloydOptions(k=k, max_iter=max_iter, tol=tol, metric=metric, empty=empty,
                       impl=impl, precision=precision, config=config, verbose=bool(verbose),
                       init=mode, n_init=n_init)
@@ -321,7 +354,10 @@ def target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
   """The dtype the data is clustered in (see ``KMeans(dtype=...)``)."""
   if dtype is None:
     return in_dtype if in_dtype in _KEEP_DTYPES else np.dtype(np.float32)
-  dt = np.dtype(jnp.dtype(dtype))
+  try:
+    dt = np.dtype(jnp.dtype(dtype))
+  except (TypeError, ValueError):
+    dt = None
   if dt not in _KEEP_DTYPES:
     raise ValueError(
         f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax.api import sharded as distributed
+from flashkmeans_jax.api import sharded
 from tests.helpers import make_blobs
 
 pytestmark = [pytest.mark.gpu,
@@ -25,7 +25,7 @@ def test_sharded_equals_single_device(dtype):
   x = jnp.asarray(x, dtype)
   init = jnp.asarray(centers, jnp.float32)
   ref = fk.kmeans(jax.random.key(0), x, 256, init=init, max_iter=8, tol=0.0)
-  mesh = distributed.data_mesh()
+  mesh = sharded.data_mesh()
   res = fk.sharded_kmeans(jax.random.key(0), x, 256, mesh=mesh, init=init, max_iter=8,
                           tol=0.0)
   np.testing.assert_array_equal(np.asarray(res.labels), np.asarray(ref.labels))

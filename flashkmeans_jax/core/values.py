@@ -1,0 +1,141 @@
+"""Checks on the *values* of concrete arrays (NaN/Inf, weights, label range).
+
+They run only when an array is concrete -- an eager call, or a constant that
+a traced function closes over -- and do nothing for tracers, where a Python
+exception is impossible (``flashkmeans_jax.checked`` is the ``checkify``
+route). A ``jax.Array`` is reduced on its devices (sharded ones included, no
+copy to the host); a host array block by block, so a memmap is never read
+into memory whole. :mod:`flashkmeans_jax.core.validation` calls these after
+its shape and dtype checks; the public entry points reach them through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["FINITE_HINT", "check_finite", "check_label_values", "check_weight_values",
+           "nonfinite_error"]
+
+# The option of the library functions that lets non-finite data through.
+FINITE_HINT = "check_finite=False"
+# Arguments that hold centroids: their NaN/Inf message speaks of centroids.
+_CENTROID_ARGS = ("init", "centroids", "centroids_or_k", "previous")
+# Elements of a host array checked per NumPy call (bounds the temporaries).
+_HOST_BLOCK = 1 << 22
+
+
+def _concrete(a: Any) -> bool:
+  return a is not None and not isinstance(a, jax.core.Tracer)
+
+
+def _eager_value(fn, *arrays):
+  """Evaluates ``fn(*arrays)`` now, even while an outer function is traced.
+
+  Inside ``jit``/``checkify`` tracing, a constant closed over by the traced
+  function is concrete, but a plain ``jnp`` op on it would still produce a
+  tracer.
+  """
+  with jax.ensure_compile_time_eval():
+    return fn(*arrays)
+
+
+def _host_blocks(a: Any):
+  """Row blocks of a host array as NumPy arrays (bounded temporaries)."""
+  rows = max(1, _HOST_BLOCK // max(1, int(np.prod(a.shape[1:], dtype=np.int64))))
+  for start in range(0, a.shape[0], rows):
+    yield np.asarray(a[start:start + rows])
+
+
+def check_label_values(labels: Any, k: int) -> None:
+  """Concrete ``labels`` lie in ``[0, k)``."""
+  if not _concrete(labels):
+    return
+  lo, hi = _eager_value(lambda a: (int(jnp.min(a)), int(jnp.max(a))), labels)
+  if lo < 0 or hi >= k:
+    raise ValueError(f"labels must lie in [0, k={k}), got values in [{lo}, {hi}]")
+
+
+def _weight_stats(w: Any) -> tuple[int, float, np.ndarray]:
+  """(non-finite count, smallest finite value, sum of the finite values along
+  the last axis, at least 1-D), computed where ``w`` lives."""
+  xp = jnp if isinstance(w, jax.Array) else np
+  w = w.astype(jnp.float32) if xp is jnp else np.asarray(w, np.float64)
+  ok = xp.isfinite(w)
+  wf = xp.where(ok, w, 0)
+  return int(xp.sum(~ok)), float(xp.min(wf)), np.atleast_1d(np.asarray(xp.sum(wf, axis=-1)))
+
+
+def check_weight_values(weights: Any, name: str = "weights", batched: bool = False,
+                        require_positive: bool = False) -> None:
+  """Concrete ``weights`` are finite and ``>= 0``; with ``require_positive``
+  every member (last axis) has a positive sum."""
+  if not _concrete(weights):
+    return
+  bad, lo, sums = _eager_value(_weight_stats, weights)
+  if bad:
+    raise ValueError(f"{name} must be finite, got {bad} NaN or Inf value(s)")
+  if lo < 0:
+    raise ValueError(f"{name} must be >= 0, got minimum {lo}")
+  zero = sums <= 0
+  if require_positive and zero.any():
+    where = (f" (batch member(s) {np.flatnonzero(zero).tolist()} are all zero)"
+             if batched else "; all weights are zero")
+    raise ValueError(f"{name} must have a positive sum{where}")
+
+
+def _finite_and_fits(x: Any, dtype: np.dtype) -> tuple[bool, bool]:
+  """(no NaN/Inf in ``x``, no Inf after casting ``x`` to ``dtype``)."""
+  cast = dtype != np.dtype(x.dtype)
+  if isinstance(x, jax.Array):
+    return _eager_value(lambda a: (bool(jnp.all(jnp.isfinite(a))), not cast or bool(
+        jnp.all(jnp.isfinite(a.astype(dtype))))), x)
+  finite = fits = True
+  with np.errstate(over="ignore", invalid="ignore"):
+    for block in _host_blocks(x):
+      finite = bool(np.isfinite(block).all())
+      if not finite:
+        break
+      fits = fits and (not cast or bool(np.isfinite(block.astype(dtype)).all()))
+  return finite, fits
+
+
+def nonfinite_error(name: str = "x", hint: str | None = FINITE_HINT) -> ValueError:
+  """The error for NaN/Inf found in ``name`` (data, or centroids for the
+  centroid arguments), for drivers that find them while reading the data."""
+  if name in _CENTROID_ARGS:
+    start = "starting " if name == "init" else ""
+    return ValueError(f"{name} contains NaN or Inf; {start}centroids must be finite")
+  extra = (f" or pass {hint} (non-finite points then get label 0 and distance NaN and "
+           "are left out of the centroid update)") if hint else ""
+  return ValueError(f"{name} contains NaN or Inf; clean the data{extra}")
+
+
+def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
+                 dtype: Any = None) -> None:
+  """Raises ``ValueError`` on NaN/Inf when ``x`` is concrete; no-op on tracers.
+
+  Args:
+    x: the array (JAX or host).
+    name: the argument's name; centroid arguments (``init``, ``centroids``,
+      ...) get a message about centroids, data a message about cleaning it.
+    hint: the option that lets non-finite data through, named in the message
+      (``None`` where the caller has none, e.g. the CLI and the estimator).
+    dtype: what ``x`` will be cast to (default: what ``jnp.asarray`` makes of
+      it, e.g. float32 for float64 NumPy data without x64); finite values
+      that overflow there are refused too.
+  """
+  if not _concrete(x):
+    return
+  dtype = np.dtype(jax.dtypes.canonicalize_dtype(x.dtype) if dtype is None else dtype)
+  finite, fits = _finite_and_fits(x, dtype)
+  if not finite:
+    raise nonfinite_error(name, hint)
+  if not fits:
+    raise ValueError(
+        f"{name} holds values beyond {dtype}'s largest finite magnitude "
+        f"({float(jnp.finfo(dtype).max):.6g}) and would become Inf in {dtype}; "
+        "rescale the data")
