@@ -110,19 +110,19 @@ print("centroids", many.centroids.shape, "| iterations", many.n_iter, "| inertia
     ("md", """\
 ## 5. Inside a jit-compiled training step
 
-`fk.assign` returns each point's nearest centroid and its distance; the
-distance is differentiable. Here a linear encoder and a codebook are trained
-with a vector-quantisation loss (the codebook term pulls codes to the
-encodings, the commitment term pulls encodings to their codes) plus a
-reconstruction term, all in one `jax.jit`-compiled step."""),
+`fk.vector_quantize` gives the quantised encodings with the straight-through
+gradient, and the VQ-VAE losses: `codebook_loss` pulls the codes to the
+encodings (its gradient w.r.t. the codebook runs through the sort-inverse
+kernel, no scatter), `commitment_loss` pulls the encodings to their codes.
+Here a linear encoder and a codebook are trained with them plus a
+reconstruction term, all in one `jax.jit`-compiled step. (`fk.ema_codebook()`
+is the EMA alternative to learning the codebook by gradient.)"""),
     ("code", """\
-def vq_loss(params, x, beta=0.25):
-    z = x @ params["enc"]                                   # [B, 8] encodings
-    sg = jax.lax.stop_gradient
-    _, d_codebook = fk.assign(sg(z), params["codebook"])    # moves the codes
-    labels, d_commit = fk.assign(z, sg(params["codebook"])) # moves the encoder
-    recon = params["codebook"][labels] @ params["enc"].T
-    return jnp.mean((recon - x) ** 2) + jnp.mean(d_codebook) + beta * jnp.mean(d_commit)
+def vq_loss(params, x):
+    z = x @ params["enc"]                                    # [B, 8] encodings
+    vq = fk.vector_quantize(z, params["codebook"], commitment_cost=0.25)
+    recon = vq.quantized @ params["enc"].T                   # straight-through to the encoder
+    return jnp.mean((recon - x) ** 2) + vq.loss
 
 @jax.jit
 def train_step(params, x, lr=1e-3):
