@@ -196,9 +196,12 @@ def test_bad_data_and_init_refused_before_any_work(tmp_path, data, capsys, strea
   np.save(tmp_path / "init_nan.npy", np.full((4, 6), np.nan, np.float32))
   np.save(tmp_path / "init_d.npy", data[:4, :5])
   np.save(tmp_path / "one_d.npy", data[:, 0])
+  np.save(tmp_path / "huge.npy", data.astype(np.float64) * 1e39)
   out = ["--labels-out", str(tmp_path / "l.npy"), "--stream-above", stream_above]
   for argv, line in [
       (["nan.npy", "-k", "4"], "{tmp}/nan.npy contains NaN or Inf; clean the data"),
+      (["huge.npy", "-k", "4"], "{tmp}/huge.npy holds values beyond float32's largest finite "
+       "magnitude (3.40282e+38) and would become Inf in float32; rescale the data"),
       (["one_d.npy", "-k", "4"],
        "{tmp}/one_d.npy must have rank 2 ([N, D]), got shape (400,)"),
       (["x.npy", "-k", "4", "--init", str(tmp_path / "init_nan.npy")],

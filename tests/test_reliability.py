@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 from jax.experimental import checkify
 
 import flashkmeans_jax as fk
@@ -166,6 +165,7 @@ BAD_INPUTS: list[Bad] = [
     Bad("kmeans/x-nan", _km(x=_X.at[1, 1].set(jnp.nan)), ValueError, r"x contains NaN or Inf.*check_finite=False"),
     Bad("kmeans/x-inf", _km(x=_X.at[1, 1].set(-jnp.inf)), ValueError, r"x contains NaN or Inf"),
     Bad("kmeans/x-nan-numpy", _km(x=np.asarray(_X.at[1, 1].set(jnp.nan))), ValueError, r"x contains NaN or Inf"),
+    Bad("kmeans/x-float64-overflow", _km(x=np.full((20, 3), 1e39)), ValueError, r"x holds values beyond float32's largest finite magnitude"),
     Bad("kmeans/key-none", lambda d: fk.kmeans(None, d["x"], 3), TypeError, r"key must be a jax.random key"),
     Bad("kmeans/key-int", lambda d: fk.kmeans(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
     Bad("kmeans/key-split", lambda d: fk.kmeans(jax.random.split(d["key"], 2), d["x"], 3), ValueError, r"key must be a single key"),

@@ -105,8 +105,10 @@ def checked_kmeans(key: jax.Array, x: jax.Array, k: int, *,
     the :class:`KMeansResult`, computed either way (with the in-``jit``
     behaviour for non-finite data: finite centroids, NaN inertia).
 
-  Shape and argument errors still raise at once (trace time). Wrap in
-  ``jax.jit`` with ``k`` and the other configuration arguments static.
+  Shape and argument errors still raise at once (trace time), and so does a
+  concrete ``init`` holding NaN/Inf (``kmeans`` always refuses one); a traced
+  one is reported through the error. Wrap in ``jax.jit`` with ``k`` and the
+  other configuration arguments static.
   """
   return _checked(kmeans, key, x, k, weights, init, kwargs)
 

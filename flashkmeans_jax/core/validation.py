@@ -26,9 +26,9 @@ from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.core import values
 from flashkmeans_jax.core.options import LloydOptions
 from flashkmeans_jax.core.types import EMPTY_POLICIES, IMPLS, INITS, METRICS
-# The value checks are part of this module's interface (check_finite is
-# called by every entry point that takes data).
-from flashkmeans_jax.core.values import FINITE_HINT, check_finite  # noqa: F401
+# check_finite is part of this module's interface: every entry point that
+# takes data calls it as validation.check_finite.
+from flashkmeans_jax.core.values import check_finite  # noqa: F401
 
 _FLOAT_DTYPES = tuple(np.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32,
                                             jnp.float64))
