@@ -3,6 +3,8 @@
 matplotlib is an optional dependency (``pip install "flashkmeans-jax[plot]"``);
 it is imported when a function is called, not when this module is. Every
 function draws on ``ax`` (or on a new figure's axes) and returns the Axes.
+Arguments are checked with the library's checks
+(:mod:`flashkmeans_jax.core.validation`) before anything is drawn.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from flashkmeans_jax.core import validation
 
 __all__ = ["plot_inertia", "plot_cluster_sizes", "plot_clusters_2d", "pca_2d"]
 
@@ -29,6 +33,27 @@ def _axes(ax):
     return ax
   _, ax = _pyplot().subplots()
   return ax
+
+
+def _points(x: Any, name: str = "x") -> np.ndarray:
+  """``x`` as a float64 NumPy ``[N, D]`` array, checked (integers allowed)."""
+  if not (hasattr(x, "shape") or isinstance(x, (list, tuple))):
+    raise TypeError(f"{name} must be an array [N, D], got {type(x).__name__}")
+  x = np.asarray(x)
+  validation.check_points(x, name, numeric=True)
+  return x.astype(np.float64)
+
+
+def _labels(labels: Any, n: int | None = None, k: int | None = None) -> np.ndarray:
+  """Integer labels ``[n]`` (in ``[0, k)`` with ``k``), from an array, a
+  :class:`KMeansResult` or a fitted :class:`flashkmeans_jax.KMeans`."""
+  for attr in ("labels_", "labels"):
+    if hasattr(labels, attr) and not hasattr(labels, "shape"):
+      labels = getattr(labels, attr)
+      break
+  labels = np.asarray(labels)
+  validation.check_labels(labels, labels.size if n is None else n, k=k)
+  return labels
 
 
 def _history(result_or_history: Any) -> np.ndarray:
@@ -66,8 +91,13 @@ def plot_inertia(result_or_history: Any, ax: Any = None, **line_kw) -> Any:
 
 
 def plot_cluster_sizes(labels: Any, k: int, ax: Any = None, **bar_kw) -> Any:
-  """Bar chart of the number of points in each of the ``k`` clusters."""
-  labels = np.asarray(labels).ravel()
+  """Bar chart of the number of points in each of the ``k`` clusters.
+
+  ``labels``: integer ``[N]`` in ``[0, k)``, a :class:`KMeansResult` or a
+  fitted :class:`flashkmeans_jax.KMeans`.
+  """
+  k = validation.check_k(k)
+  labels = _labels(labels, k=k)
   counts = np.bincount(labels.astype(np.int64), minlength=k)[:k]
   ax = _axes(ax)
   ax.bar(np.arange(k), counts, **bar_kw)
@@ -83,7 +113,9 @@ def pca_2d(x: Any, centroids: Any = None) -> tuple[np.ndarray, np.ndarray | None
   Returns ``(x2 [N, 2], centroids2 [K, 2] or None, components [2, D])``;
   computed with NumPy's SVD of the centred data (float64).
   """
-  x = np.asarray(x, dtype=np.float64)
+  x = _points(x)
+  if centroids is not None:
+    validation.check_centroids(_points(centroids, "centroids"), x.shape[1])
   mean = x.mean(axis=0)
   _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
   comp = vt[:2]
@@ -105,7 +137,7 @@ def plot_clusters_2d(x: Any, labels: Any, centroids: Any = None, ax: Any = None,
   speed); the projection uses all of them.
   """
   x2, c2, _ = pca_2d(x, centroids)
-  labels = np.asarray(labels).ravel()
+  labels = _labels(labels, n=len(x2))
   if max_points is not None and len(x2) > max_points:
     idx = np.sort(np.random.default_rng(seed).choice(len(x2), max_points, replace=False))
     x2, labels = x2[idx], labels[idx]

@@ -80,6 +80,32 @@ def test_plot_clusters_2d_is_the_pca_projection():
   assert ax2.collections[0].get_offsets().shape == (50, 2)
 
 
+def test_bad_arguments_get_the_library_errors():
+  """Checked before drawing, with the messages of the library's own checks."""
+  x = np.random.default_rng(2).normal(size=(30, 3)).astype(np.float32)
+  est = fk.KMeans(n_clusters=3, random_state=0, max_iter=5).fit(x)
+  # An estimator (or a KMeansResult) stands for its labels.
+  heights = [p.get_height() for p in plotting.plot_cluster_sizes(est, 3).patches]
+  assert heights == np.bincount(est.labels_, minlength=3).tolist()
+  for call, exc, match in [
+      (lambda: plotting.plot_clusters_2d(x[:, 0], est.labels_), ValueError,
+       r"^x must have rank 2 \(\[N, D\]\), got shape \(30,\)$"),
+      (lambda: plotting.plot_clusters_2d(est, est.labels_), TypeError,
+       r"^x must be an array \[N, D\], got KMeans$"),
+      (lambda: plotting.pca_2d(x, est.cluster_centers_[:, :2]), ValueError,
+       r"^centroids must have D=3 columns like x, got shape \(3, 2\)$"),
+      (lambda: plotting.plot_clusters_2d(x, est.labels_[:10]), ValueError,
+       r"^labels must have shape \(30,\) \(one per point of x\), got \(10,\)$"),
+      (lambda: plotting.plot_cluster_sizes(est.labels_, 2), ValueError,
+       r"^labels must lie in \[0, k=2\), got values in \[0, 2\]$"),
+      (lambda: plotting.plot_cluster_sizes([0.5, 1.0], 2), TypeError,
+       r"^labels must be an integer array, got float64$"),
+      (lambda: plotting.plot_cluster_sizes(est.labels_, 0), ValueError,
+       r"^k must be >= 1, got 0$")]:
+    with pytest.raises(exc, match=match):
+      call()
+
+
 def test_clear_error_without_matplotlib():
   code = (
       "import sys; sys.modules['matplotlib'] = None; sys.modules['matplotlib.pyplot'] = None\n"
