@@ -93,7 +93,7 @@ def test_gradients_match_finite_differences(impl):
 
 
 def test_gradient_under_vmap_matches_per_member():
-  x, c = _data(3, n=128, d=4, k=6)
+  x, c = _data(3, n=48, d=4, k=4)
   xs = jnp.stack([x, x[::-1] * 2.0])
   cs = jnp.stack([c, c + 0.5])
 
