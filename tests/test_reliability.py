@@ -427,7 +427,7 @@ SAME_ERRORS: list[SameError] = [
               "update)", {
                   **_cells({n: f for n, f in X_TAKERS.items() if n in (
                       "assign", "update", "kmeans", "sharded_kmeans", "sharded_update",
-                      "sharded_assign")}, x=np.where(np.arange(60).reshape(20, 3) == 7, np.nan,
+                      "sharded_assign", "kmeans_streaming")}, x=np.where(np.arange(60).reshape(20, 3) == 7, np.nan,
                                                      _XN).astype(np.float32)),
                   "batched_kmeans": lambda t: e_batched(x=D["xb"].at[1, 2, 0].set(jnp.nan)),
                   **_estimator_cells(x=_X.at[2, 0].set(jnp.nan)),

@@ -37,7 +37,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from flashkmeans_jax.core import validation
@@ -81,10 +80,7 @@ def _host_weights(weights: Any, n: int) -> HostSource | None:
   if weights is None:
     return None
   wsrc = HostSource(weights, "weights", dtype=np.float32)
-  if wsrc.shape != (n,):
-    raise ValueError(f"weights must have shape {(n,)} (one per point), got {wsrc.shape}")
-  if not jnp.issubdtype(wsrc.dtype, jnp.floating):
-    raise TypeError(f"weights must be a float array, got {wsrc.dtype}")
+  validation.check_weights(wsrc, n, check_values=False)
   return wsrc
 
 

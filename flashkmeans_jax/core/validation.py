@@ -145,11 +145,13 @@ def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
 
 
 def check_weights(weights: Any, n: int, batch: tuple[int, ...] = (),
-                  require_positive: bool = False, *, name: str = "weights") -> None:
-  """Shape and dtype of ``weights``; when concrete also finite, ``>= 0`` and
-  (``require_positive``) of positive sum per batch member. The values are
-  reduced where they live (on the devices for a ``jax.Array``, sharded ones
-  included)."""
+                  require_positive: bool = False, *, name: str = "weights",
+                  check_values: bool = True) -> None:
+  """Shape and dtype of ``weights``; when concrete (and ``check_values``) also
+  finite, ``>= 0`` and (``require_positive``) of positive sum per batch member.
+  The values are reduced where they live (on the devices for a ``jax.Array``,
+  sharded ones included); ``check_values=False`` is for host readers whose
+  values are checked chunk by chunk as they are read."""
   if weights is None:
     return
   if not hasattr(weights, "shape") or not hasattr(weights, "dtype"):
@@ -160,7 +162,8 @@ def check_weights(weights: Any, n: int, batch: tuple[int, ...] = (),
         f"{tuple(weights.shape)}")
   if not jnp.issubdtype(weights.dtype, jnp.floating):
     raise TypeError(f"{name} must be a float array, got {weights.dtype}")
-  values.check_weight_values(weights, name, bool(batch), require_positive)
+  if check_values:
+    values.check_weight_values(weights, name, bool(batch), require_positive)
 
 
 def host_weights(value: Any, n: int, *, name: str = "weights",

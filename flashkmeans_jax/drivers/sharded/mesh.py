@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from flashkmeans_jax.core import validation
 
 __all__ = ["DEFAULT_AXIS", "as_axes", "n_shards", "row_split", "is_row_sharded",
-           "data_mesh", "resolve", "place", "prepare", "check_weights_sharded"]
+           "data_mesh", "resolve", "place", "prepare"]
 
 DEFAULT_AXIS = "data"
 
@@ -112,13 +111,3 @@ def prepare(x, weights, mesh, axes):
   xs = place(x, n_pad, NamedSharding(mesh, P(axes, None)))
   ws = place(weights, n_pad, NamedSharding(mesh, P(axes)))
   return xs, ws, n_pad
-
-
-def check_weights_sharded(weights, n):
-  if weights is None:
-    return
-  if isinstance(weights, jax.Array) and not weights.is_fully_addressable:
-    if tuple(weights.shape) != (n,):
-      raise ValueError(f"weights must have shape {(n,)}, got {tuple(weights.shape)}")
-    return  # values live on other processes: checked by their owners
-  validation.check_weights(weights, n)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flashkmeans_jax.drivers.sharded import mesh as mesh_mod
 from flashkmeans_jax.lloyd import centroids as centroids_mod

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flashkmeans_jax.core import validation
+from flashkmeans_jax.core import values
 from flashkmeans_jax.core.options import LloydOptions
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.drivers.streaming import host_seeding
@@ -65,9 +66,7 @@ def _check_first_pass(totals: passes.LloydTotals, *, check_finite: bool,
   mom = totals.moments
   bad = int(mom.nonfinite)
   if check_finite and bad:
-    raise ValueError(
-        f"host_x contains NaN or Inf in {bad} rows; clean the data or pass "
-        "check_finite=False (such points are then left out of the centroid update)")
+    raise values.nonfinite_error("host_x")
   if weighted:
     # Weights of readers and memmaps are checked chunk by chunk (finite,
     # >= 0), so no usable row (finite, positive weight) means every weight is
