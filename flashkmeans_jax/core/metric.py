@@ -35,19 +35,31 @@ def prepare_centroids(centroids: jax.Array, metric: str, dtype) -> tuple[jax.Arr
 
   Returns:
     ``c [K, D] dtype`` and ``bias float32[K]``. The bias is computed from the
-    cast centroids so that score and distance describe the same centroid.
+    cast centroids so that score and distance describe the same centroid. A
+    centroid with a NaN or Inf entry gets a zero row and bias ``+inf``: it wins
+    no point (if every centroid is non-finite, points get label 0 and an
+    infinite distance).
   """
   c32 = centroids.astype(jnp.float32)
+  # A centroid holding NaN or Inf never wins a point (inside jit no error can
+  # be raised): its row is zeroed and its bias made +inf below, so its score
+  # is +inf whatever x is (a NaN score would win or lose at random).
+  finite = jnp.all(jnp.isfinite(c32), axis=-1)
+  c32 = jnp.where(finite[..., None], c32, 0.0)
   if metric == "cosine":
     norm = jnp.sqrt(jnp.sum(c32 * c32, axis=-1, keepdims=True))
     c32 = jnp.where(norm > 0, c32 / jnp.where(norm > 0, norm, 1.0), 0.0)
   c = c32.astype(dtype)
+  # A finite centroid that overflows the points' 16-bit dtype is as unusable.
+  fits = jnp.all(jnp.isfinite(c.astype(jnp.float32)), axis=-1)
+  finite = finite & fits
+  c = jnp.where(fits[..., None], c, jnp.zeros((), c.dtype))
   if metric == "sqeuclidean":
     cf = c.astype(jnp.float32)
     bias = 0.5 * jnp.sum(cf * cf, axis=-1)
   else:
     bias = jnp.zeros(c.shape[:-1], jnp.float32)
-  return c, bias
+  return c, jnp.where(finite, bias, jnp.inf)
 
 
 def row_sqnorm(x: jax.Array) -> jax.Array:
