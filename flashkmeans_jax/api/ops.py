@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from flashkmeans_jax.api import sharded as sharded_api
+from flashkmeans_jax.core import call_checks
 from flashkmeans_jax.core import validation
 from flashkmeans_jax.drivers.sharded import mesh
 from flashkmeans_jax.lloyd import centroids as centroids_mod
@@ -222,13 +223,8 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
 
   Returns ``float32[k, D]``.
   """
-  validation.check_key(key)
-  validation.check_points(x)
-  n = x.shape[0]
-  k = validation.check_k(k, n)
-  validation.check_weights(weights, n)
-  metric = validation.check_metric(metric)
-  n_local_trials = validation.check_optional_positive_int(n_local_trials, "n_local_trials")
+  k, metric, n_local_trials = call_checks.check_seeding_call(
+      key, x, k, weights=weights, metric=metric, n_local_trials=n_local_trials)
   precision = validation.resolve_precision(precision)
   return _init_pp_jit(key, x, weights, k=k, metric=metric, n_local_trials=n_local_trials,
                       precision=precision)
@@ -270,17 +266,9 @@ def update(x: jax.Array, labels: jax.Array, centroids_or_k: jax.Array | int, *,
     return sharded_api.sharded_update(x, labels, centroids_or_k, weights=weights,
                                       metric=metric, empty=empty, dist=dist, impl=impl,
                                       check_finite=check_finite)
-  validation.check_points(x)
-  n, d = x.shape
-  validation.check_weights(weights, n)
-  metric = validation.check_metric(metric)
-  empty = validation.check_empty(empty)
-  k, previous = validation.check_centroids_or_k(centroids_or_k, d)
-  validation.check_labels(labels, n, k=k)
-  validation.check_farthest(empty, n, dist)
-  impl = validation.resolve_impl(impl, n, k)
-  validation.check_finite(previous, "centroids_or_k")
-  if check_finite:
-    validation.check_finite(x)
+  k, previous, metric, empty = call_checks.check_update_call(
+      x, labels, centroids_or_k, weights=weights, metric=metric, empty=empty, dist=dist,
+      check_finite=check_finite)
+  impl = validation.resolve_impl(impl, x.shape[0], k)
   return _update_jit(x, labels.astype(jnp.int32), previous, weights, dist, k=k,
                      metric=metric, empty=empty, impl=impl)

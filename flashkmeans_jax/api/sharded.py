@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from flashkmeans_jax.core import call_checks
 from flashkmeans_jax.core import validation
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.drivers.sharded import lloyd as sharded_lloyd
@@ -121,13 +122,9 @@ def sharded_init_kmeans_plusplus(key: jax.Array, x: Any, k: int, *,
   as :func:`flashkmeans_jax.init_kmeans_plusplus` draws them; per step the
   collectives are an all-gather of P shard potentials, a psum of the L
   candidate rows (O(L*D)) and a psum of L candidate potentials."""
-  validation.check_key(key)
-  validation.check_points(x)
+  k, metric, n_local_trials = call_checks.check_seeding_call(
+      key, x, k, weights=weights, metric=metric, n_local_trials=n_local_trials)
   n = x.shape[0]
-  k = validation.check_k(k, n)
-  validation.check_weights(weights, n)
-  metric = validation.check_metric(metric)
-  n_local_trials = validation.check_optional_positive_int(n_local_trials, "n_local_trials")
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)
   xs, ws, _ = mesh_mod.prepare(x, np.ones((n,), np.float32) if weights is None else weights,
                                mesh, axes)
@@ -167,18 +164,11 @@ def sharded_update(x: Any, labels: Any, centroids_or_k: Any, *, mesh: Mesh | Non
   """:func:`flashkmeans_jax.update` on row-sharded points: local sums and
   counts, one psum of O(K*D), identical centroids on every device. The
   checks are ``update``'s."""
-  validation.check_points(x)
+  k, previous, metric, empty = call_checks.check_update_call(
+      x, labels, centroids_or_k, weights=weights, metric=metric, empty=empty, dist=dist,
+      check_finite=check_finite)
   n, d = x.shape
-  validation.check_weights(weights, n)
-  metric = validation.check_metric(metric)
-  empty = validation.check_empty(empty)
-  k, previous = validation.check_centroids_or_k(centroids_or_k, d)
-  validation.check_labels(labels, n, k=k)
-  validation.check_farthest(empty, n, dist)
   impl = validation.resolve_impl(impl)
-  validation.check_finite(previous, "centroids_or_k")
-  if check_finite:
-    validation.check_finite(x)
   # An integer k: empty clusters get the zero vector, as update gives them.
   previous = jnp.zeros((k, d), jnp.float32) if previous is None else jnp.asarray(previous)
   mesh, axes = mesh_mod.resolve(x, mesh, axis_name)

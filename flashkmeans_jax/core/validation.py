@@ -125,6 +125,18 @@ def check_farthest(empty: str, n: int | None, dist: Any, **needed: Any) -> None:
     raise ValueError(f"dist must have shape {(n,)}, got {tuple(getattr(dist, 'shape', ()))}")
 
 
+def _check_per_point(a: Any, name: str, shape: tuple[int, ...], kind, why: str,
+                     what: str) -> None:
+  """An array of ``shape`` (``why`` says what it holds) whose dtype is of
+  ``kind``, e.g. labels or weights."""
+  if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+    raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+  if tuple(a.shape) != shape:
+    raise ValueError(f"{name} must have shape {shape} ({why}), got {tuple(a.shape)}")
+  if not jnp.issubdtype(a.dtype, kind):
+    raise TypeError(f"{name} must be {what} array, got {a.dtype}")
+
+
 def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
                  k: int | None = None) -> None:
   """Shape and dtype of ``labels``; with ``k``, values in ``[0, k)`` when concrete.
@@ -132,14 +144,8 @@ def check_labels(labels: Any, n: int, batch: tuple[int, ...] = (),
   Out-of-range labels cannot be caught under ``jit``: there they are dropped
   from the sums (``segment_sum`` semantics).
   """
-  if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
-    raise TypeError(f"labels must be an array, got {type(labels).__name__}")
-  if tuple(labels.shape) != (*batch, n):
-    raise ValueError(
-        f"labels must have shape {(*batch, n)} (one per point of x), got "
-        f"{tuple(labels.shape)}")
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise TypeError(f"labels must be an integer array, got {labels.dtype}")
+  _check_per_point(labels, "labels", (*batch, n), jnp.integer, "one per point of x",
+                   "an integer")
   if k is not None:
     values.check_label_values(labels, k)
 
@@ -154,14 +160,7 @@ def check_weights(weights: Any, n: int, batch: tuple[int, ...] = (),
   values are checked chunk by chunk as they are read."""
   if weights is None:
     return
-  if not hasattr(weights, "shape") or not hasattr(weights, "dtype"):
-    raise TypeError(f"{name} must be an array, got {type(weights).__name__}")
-  if tuple(weights.shape) != (*batch, n):
-    raise ValueError(
-        f"{name} must have shape {(*batch, n)} (one per point), got "
-        f"{tuple(weights.shape)}")
-  if not jnp.issubdtype(weights.dtype, jnp.floating):
-    raise TypeError(f"{name} must be a float array, got {weights.dtype}")
+  _check_per_point(weights, name, (*batch, n), jnp.floating, "one per point", "a float")
   if check_values:
     values.check_weight_values(weights, name, bool(batch), require_positive)
 
