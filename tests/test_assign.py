@@ -4,15 +4,17 @@ The Pallas kernels meet the same shared checks in test_kernels_interpret.py
 (interpret mode) and tests/gpu/ (real lowering).
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
-from flashkmeans_jax.core import metric as _metric
-from flashkmeans_jax.ops.assign import reference as assign_reference_mod
-from flashkmeans_jax.ops.assign import xla as assignment
+from flashkmeans_jax.core import metric as metric_mod
+from flashkmeans_jax.ops.assign import reference as assign_reference
+from flashkmeans_jax.ops.assign import xla as assign_xla
 from tests import cases, helpers
 
 IMPL = "xla"
@@ -48,21 +50,16 @@ def test_assign_default_precision_matches_float64(metric):
 def test_tiled_path_matches_dense_reference(metric, dtype):
   # N=1000 in tiles of 64 (16 tiles, the last one clamped to start at 936 and
   # overlapping its predecessor) and K=100 in tiles of 16 (7 tiles, the last
-  # starting at 84): both loops and both overlaps run.
+  # starting at 84): both loops and both overlaps run. Tiled and dense paths
+  # both meet the float64 check (they may differ only at float32 near-ties).
   rng = np.random.default_rng(11)
   x = jnp.asarray(rng.normal(size=(1000, 24)), cases.DTYPES[dtype])
   c = jnp.asarray(rng.normal(size=(100, 24)), cases.DTYPES[dtype])
-  lt, dt = assignment.assign_xla(x, c, metric=metric, precision="highest", tile_n=64,
+  lt, dt = assign_xla.assign_xla(x, c, metric=metric, precision="highest", tile_n=64,
                                  tile_k=16)
-  lr, dr = assign_reference_mod.assign_reference(x, c, metric=metric, precision="highest")
-  np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
-  np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
-  # And both against float64 on the values the dot saw.
-  xn = np.asarray(x.astype(jnp.float32))
-  cn = np.asarray(c.astype(jnp.float32))
-  tol = cases.rtol_for(cases.DTYPES[dtype], "highest")
-  helpers.assert_labels_match(xn, cn, lt, metric, rtol=tol, atol=tol, dist=dt,
-                              dist_rtol=tol, dist_atol=tol)
+  lr, dr = assign_reference.assign_reference(x, c, metric=metric, precision="highest")
+  for labels, dist in ((lt, dt), (lr, dr)):
+    cases.check_assign_result(x, c, labels, dist, metric, precision="highest")
 
 
 @pytest.mark.parametrize("tile_n,tile_k", [(64, 16), (999, 99), (1000, 1), (1, 100),
@@ -73,10 +70,8 @@ def test_tiled_path_any_tile_sizes(tile_n, tile_k):
   rng = np.random.default_rng(12)
   x = jnp.asarray(rng.normal(size=(1000, 5)), jnp.float32)
   c = jnp.asarray(rng.normal(size=(100, 5)), jnp.float32)
-  lt, dt = assignment.assign_xla(x, c, precision="highest", tile_n=tile_n, tile_k=tile_k)
-  lr, dr = assign_reference_mod.assign_reference(x, c, precision="highest")
-  np.testing.assert_array_equal(np.asarray(lt), np.asarray(lr))
-  np.testing.assert_allclose(np.asarray(dt), np.asarray(dr), rtol=1e-5, atol=1e-5)
+  lt, dt = assign_xla.assign_xla(x, c, precision="highest", tile_n=tile_n, tile_k=tile_k)
+  cases.check_assign_result(x, c, lt, dt, "sqeuclidean", precision="highest")
 
 
 def test_tiled_ties_across_centroid_tiles_take_lowest_index():
@@ -89,18 +84,44 @@ def test_tiled_ties_across_centroid_tiles_take_lowest_index():
   x = jnp.asarray(base[rng.integers(0, 50, 700)] + 0.01 * rng.normal(size=(700, 6)),
                   jnp.float32)
   for tile_k in (16, 30, 100):
-    labels, _ = assignment.assign_xla(x, c, precision="highest", tile_n=64, tile_k=tile_k)
+    labels, _ = assign_xla.assign_xla(x, c, precision="highest", tile_n=64, tile_k=tile_k)
     ref, _, _ = helpers.np_assign(np.asarray(x), base, "sqeuclidean")
     np.testing.assert_array_equal(np.asarray(labels), ref)
 
 
 def test_default_tiles_bound_the_score_tile():
-  for n, k in [(10**6, 1024), (10**7, 4096), (5000, 10**5), (300, 7), (10**6, 1)]:
-    tn, tk = assignment.xla_tiles(n, k)
-    assert 1 <= tn <= n and 1 <= tk <= k
-    assert tk <= assignment._XLA_MAX_TILE_K
-    if tn > 256:  # 256 rows is the floor
-      assert 4 * tn * tk <= assignment._XLA_TILE_BYTES
+  default_bytes = inspect.signature(assign_xla.xla_tiles).parameters["tile_bytes"].default
+  for tile_bytes in (default_bytes, 1 << 20):
+    for n, k in [(10**6, 1024), (10**7, 4096), (5000, 10**5), (300, 7), (10**6, 1)]:
+      tn, tk = assign_xla.xla_tiles(n, k, tile_bytes)
+      assert 1 <= tn <= n and 1 <= tk <= k
+      if tn > 256:  # 256 rows is the floor
+        assert 4 * tn * tk <= tile_bytes
+  # Large K is tiled too, not only N.
+  assert assign_xla.xla_tiles(5000, 10**5)[1] < 10**5
+
+
+@pytest.mark.parametrize("dtype", list(cases.DTYPES))
+def test_cosine_centroid_operand_is_the_rounded_unit_vector(dtype):
+  # The float64 references take the unit rows of cosine centroids from
+  # prepare_centroids (tests/helpers.py): they must be the unit vectors
+  # rounded to the points' dtype, within one rounding of the float32 quotient
+  # (2^-23 relative, plus the dtype's own half ulp), and zero rows stay zero.
+  rng = np.random.default_rng(16)
+  c = rng.normal(size=(50, 33)) * np.logspace(-3, 3, 50)[:, None]
+  c[7] = 0.0
+  c = jnp.asarray(c, cases.DTYPES[dtype])
+  unit, bias = metric_mod.prepare_centroids(c, "cosine", cases.DTYPES[dtype])
+  assert unit.dtype == cases.DTYPES[dtype]
+  np.testing.assert_array_equal(np.asarray(bias), 0.0)
+  c64 = np.asarray(c.astype(jnp.float32), np.float64)
+  norm = np.linalg.norm(c64, axis=1, keepdims=True)
+  want = c64 / np.where(norm > 0, norm, 1.0)
+  got = np.asarray(unit.astype(jnp.float32), np.float64)
+  u = float(jnp.finfo(cases.DTYPES[dtype]).eps) / 2
+  bound = (u + cases.gamma(33 + 3)) * np.abs(want) * cases.SAFETY
+  assert (np.abs(got - want) <= bound).all()
+  np.testing.assert_array_equal(got[7], 0.0)
 
 
 def test_ties_lowest_index():
@@ -109,7 +130,7 @@ def test_ties_lowest_index():
 
 @pytest.mark.parametrize("metric", cases.METRICS)
 def test_grad(metric):
-  cases.check_grad(IMPL, metric)
+  helpers.check_grad(IMPL, metric)
 
 
 @pytest.mark.parametrize("metric", cases.METRICS)
@@ -126,7 +147,7 @@ def test_grad_matches_autodiff_of_direct_distance(metric):
     return jnp.sum(w * fk.assign(x, c, metric=metric, impl=IMPL, precision="highest")[1])
 
   def loss_ref(x, c):
-    return jnp.sum(w * _metric.distance_to(x, c[labels], metric))
+    return jnp.sum(w * metric_mod.distance_to(x, c[labels], metric))
 
   np.testing.assert_allclose(float(loss(x, c)), float(loss_ref(x, c)), rtol=1e-5)
   for g, gr in zip(jax.grad(loss, (0, 1))(x, c), jax.grad(loss_ref, (0, 1))(x, c)):
