@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 
 import flashkmeans_jax as fk
-from tests import helpers
+from tests import cases, helpers
 
 IMPL = "xla"
 km = functools.partial(fk.kmeans, impl=IMPL, precision="highest")
@@ -50,13 +50,17 @@ def test_matches_sklearn_lloyd(tol):
   sk = SkKMeans(6, init=init, n_init=1, algorithm="lloyd", tol=tol, max_iter=300).fit(x)
   res = km(jax.random.key(0), jnp.asarray(x), 6, init=jnp.asarray(init), tol=tol)
   labels = np.asarray(res.labels)
-  assert adjusted_rand_score(sk.labels_, labels) == 1.0
   np.testing.assert_array_equal(labels, sk.labels_)  # same init order: same ids
-  np.testing.assert_allclose(float(res.inertia), sk.inertia_, rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(res.centroids), sk.cluster_centers_, rtol=1e-5,
-                             atol=1e-5)
   assert int(res.n_iter) == sk.n_iter_
   assert bool(res.converged)
+  # Both libraries compute in float32 in their own summation order, so they
+  # are compared through float64: the same labels, hence the same float64
+  # means, which each result's centroids must meet within the float32 bound
+  # of the update check; labels and inertia belong to the centroids.
+  cases.check_kmeans_result(x, res, precision="highest")
+  for centroids in (res.centroids, sk.cluster_centers_.astype(np.float32)):
+    cases.check_centroids_result(x, labels.astype(np.int32), np.zeros((6, 8)), None,
+                                 centroids, np.bincount(labels, minlength=6))
 
 
 def test_inertia_history_non_increasing_on_hard_data():
@@ -98,32 +102,23 @@ def test_vmap_over_datasets_equals_loop():
     np.testing.assert_allclose(float(rb.inertia[i]), float(r.inertia), rtol=1e-5)
 
 
-@pytest.mark.parametrize("init", ["k-means++"])
-def test_n_init_returns_best_of_the_split_key_runs(init):
-  # _kmeans_jit runs restart i from jax.random.split(key, n_init)[i] (an
-  # n_init=1 call seeds from the key itself), so these are the same runs.
+@pytest.mark.parametrize("init", ["random", "k-means++"])
+def test_n_init_keeps_the_lowest_inertia(init):
+  # Restart i of n_init=3 runs from jax.random.split(key, 3)[i], and an
+  # n_init=1 call seeds from the key itself, so these are the same runs. With
+  # key 5 the restarts end in different local optima and the best is not the
+  # first one, so returning any fixed restart would fail.
   x, _, _ = blobs(n=600, d=2, k=5, seed=8)
-  key = jax.random.key(2)
+  key = jax.random.key(5)
   best = km(key, jnp.asarray(x), 5, init=init, n_init=3, max_iter=100)
   runs = [km(k, jnp.asarray(x), 5, init=init, max_iter=100)
           for k in jax.random.split(key, 3)]
   inertias = np.array([float(r.inertia) for r in runs])
   i = int(np.argmin(inertias))
-  np.testing.assert_allclose(float(best.inertia), inertias.min(), rtol=1e-5)
-  np.testing.assert_array_equal(np.asarray(best.labels), np.asarray(runs[i].labels))
-  np.testing.assert_allclose(np.asarray(best.centroids), np.asarray(runs[i].centroids),
-                             rtol=1e-5, atol=1e-5)
-  assert int(best.n_iter) == int(runs[i].n_iter)
-
-
-def test_n_init_restarts_differ():
-  # With "random" seeding on 5 blobs and k=5 some restarts land in a local
-  # optimum: the restarts are not all equal and n_init picks the best.
-  x, _, _ = blobs(n=600, d=2, k=5, seed=8)
-  key = jax.random.key(2)
-  inertias = [float(km(k, jnp.asarray(x), 5, init="random", max_iter=100).inertia)
-              for k in jax.random.split(key, 3)]
-  assert max(inertias) > 1.01 * min(inertias)
+  if init == "random":
+    assert i != 0 and np.sort(inertias)[1] > 1.01 * inertias[i], inertias
+  for u, v in zip(jax.tree.leaves(best), jax.tree.leaves(runs[i])):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
 def test_tol_zero_runs_to_a_fixed_point():
@@ -157,12 +152,8 @@ def test_labels_and_inertia_belong_to_returned_centroids(weighted):
   assert not bool(res.converged)  # the last assignment of the loop is stale
   labels, dist = fk.assign(x, res.centroids, impl=IMPL, precision="highest")
   np.testing.assert_array_equal(np.asarray(labels), np.asarray(res.labels))
-  ww = np.ones(len(x)) if w is None else np.asarray(w, np.float64)
-  np.testing.assert_allclose(float(res.inertia), np.sum(ww * np.asarray(dist, np.float64)),
-                             rtol=1e-5)
   # And against float64 distances to the returned centroids.
-  helpers.assert_labels_match(np.asarray(x), np.asarray(res.centroids), res.labels,
-                              "sqeuclidean")
+  cases.check_kmeans_result(x, res, weights=w, precision="highest")
 
 
 @pytest.mark.parametrize("empty", ["keep", "farthest"])
@@ -233,10 +224,11 @@ def test_k_equals_one_gives_the_mean():
 def test_k_equals_n_gives_zero_inertia(init):
   x = np.random.default_rng(7).normal(size=(40, 3)).astype(np.float32)
   res = km(jax.random.key(0), jnp.asarray(x), 40, init=init)
-  # Zero up to the rounding of the expansion ||x||^2 - 2 x.c + ||c||^2.
-  assert 0.0 <= float(res.inertia) <= 1e-6 * float((x.astype(np.float64) ** 2).sum())
   assert sorted(np.asarray(res.labels).tolist()) == list(range(40))
   np.testing.assert_array_equal(np.asarray(res.centroids)[np.asarray(res.labels)], x)
+  # Zero up to the rounding of the expansion ||x||^2 - 2 x.c + ||c||^2.
+  assert float(res.inertia) >= 0.0
+  cases.check_kmeans_result(x, res, precision="highest")
 
 
 def _row_index(x, rows):
@@ -279,8 +271,7 @@ def test_cosine_centroids_have_unit_norm():
                              rtol=1e-5)
   labels, dist = fk.assign(x, res.centroids, metric="cosine", impl=IMPL, precision="highest")
   np.testing.assert_array_equal(np.asarray(labels), np.asarray(res.labels))
-  np.testing.assert_allclose(float(res.inertia), float(dist.sum()), rtol=1e-5)
-  helpers.assert_labels_match(np.asarray(x), np.asarray(res.centroids), res.labels, "cosine")
+  cases.check_kmeans_result(x, res, metric="cosine", precision="highest")
 
 
 @pytest.mark.parametrize("empty", ["keep", "farthest"])
