@@ -3,7 +3,7 @@
 import pytest
 
 from flashkmeans_jax.core import device
-from flashkmeans_jax.core import dispatch as _dispatch
+from flashkmeans_jax.core import dispatch
 
 
 @pytest.fixture
@@ -13,7 +13,7 @@ def on_cuda(monkeypatch):
 
 def test_off_cuda_is_xla():
   # The test machine has no CUDA device.
-  assert _dispatch.resolve_impl(None, 1 << 20, 1024) == "xla"
+  assert dispatch.resolve_impl(None, 1 << 20, 1024) == "xla"
 
 
 @pytest.mark.parametrize("n,k,batch,expect", [
@@ -24,8 +24,8 @@ def test_off_cuda_is_xla():
     (4096, 1024, 1, "pallas"),    # 2^22 pairs per problem
 ])
 def test_threshold(on_cuda, n, k, batch, expect):
-  assert _dispatch.resolve_impl(None, n, k, batch=batch) == expect
-  assert _dispatch.resolve_impl("xla", n, k, batch=batch) == "xla"
+  assert dispatch.resolve_impl(None, n, k, batch=batch) == expect
+  assert dispatch.resolve_impl("xla", n, k, batch=batch) == "xla"
 
 
 def test_batched_kmeans_counts_members_and_restarts(on_cuda, monkeypatch):
@@ -33,7 +33,7 @@ def test_batched_kmeans_counts_members_and_restarts(on_cuda, monkeypatch):
 
   from flashkmeans_jax.core import validation
   seen = []
-  monkeypatch.setattr(_dispatch, "resolve_impl",
+  monkeypatch.setattr(dispatch, "resolve_impl",
                       lambda impl, n=None, k=None, batch=1: seen.append(batch) or "xla")
   x = jnp.zeros((4, 64, 3), jnp.float32)
   validation.lloyd_options(x, 5, init="random", n_init=3, batch=(4,))
