@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def prepare_centroids(centroids: jax.Array, metric: str, dtype) -> tuple[jax.Array, jax.Array]:
@@ -47,8 +48,11 @@ def prepare_centroids(centroids: jax.Array, metric: str, dtype) -> tuple[jax.Arr
   finite = jnp.all(jnp.isfinite(c32), axis=-1)
   c32 = jnp.where(finite[..., None], c32, 0.0)
   if metric == "cosine":
-    norm = jnp.sqrt(jnp.sum(c32 * c32, axis=-1, keepdims=True))
-    c32 = jnp.where(norm > 0, c32 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    # An explicit rsqrt and a product: XLA rewrites c / sqrt(s) into that form
+    # inside fusions but not op by op, so the division would round the unit
+    # rows (and their 16-bit casts) differently eagerly and under jit.
+    sq = jnp.sum(c32 * c32, axis=-1, keepdims=True)
+    c32 = jnp.where(sq > 0, c32 * lax.rsqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
   c = c32.astype(dtype)
   # A finite centroid that overflows the points' 16-bit dtype is as unusable.
   fits = jnp.all(jnp.isfinite(c.astype(jnp.float32)), axis=-1)

@@ -22,4 +22,6 @@ def test_nonfinite_centroid_wins_no_point(dtype, metric):
   keep = np.setdiff1d(np.arange(300), [3, 200])
   l2, d2 = f(x, jnp.asarray(c[keep]))
   np.testing.assert_array_equal(np.asarray(labels), keep[np.asarray(l2)])
-  np.testing.assert_array_equal(np.asarray(dist), np.asarray(d2))
+  # The two calls compile for different K, so the float32 bias reduction may
+  # round differently (a few ulps of ||c||^2); the distances agree to that.
+  np.testing.assert_allclose(np.asarray(dist), np.asarray(d2), rtol=2e-6, atol=1e-6)
