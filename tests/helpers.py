@@ -8,6 +8,8 @@ on that, and the checks built on them, are in :mod:`tests.cases`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,6 +127,11 @@ def round_to_half(a, dtype, axis):
   return np.ldexp(np.ldexp(a, s).astype(np.float16).astype(np.float64), -s)
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _unit_rows(c, dtype):
+  return metric_mod.prepare_centroids(c, "cosine", dtype)[0]
+
+
 def assign_operands(x, c, metric: str, precision=None):
   """What every implementation of ``assign`` computes with, in float64.
 
@@ -147,7 +154,10 @@ def assign_operands(x, c, metric: str, precision=None):
   x = jnp.asarray(x)
   c = jnp.asarray(c)
   if metric == "cosine":
-    c_cast = metric_mod.prepare_centroids(c, metric, x.dtype)[0]
+    # Compiled, as inside the implementations: a 1-ulp difference of the
+    # float32 unit row (the reduction of ||c||^2 may be ordered differently
+    # op by op) can flip its cast to 16 bits.
+    c_cast = _unit_rows(c, jnp.dtype(x.dtype))
   else:
     c_cast = c.astype(x.dtype)
   x64 = np.asarray(x.astype(jnp.float32), np.float64)

@@ -22,7 +22,7 @@ SHAPES = [(24, 3), (40, 2)]  # (N, D)
 KS = [1, 3, 5]
 MAX_ITER = 15
 
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

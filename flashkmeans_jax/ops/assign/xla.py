@@ -64,6 +64,10 @@ def xla_tiles(n: int, k: int, tile_bytes: int = XLA_TILE_BYTES) -> tuple[int, in
   return min(n, tile_n), tile_k
 
 
+# Compiled also when called eagerly: the unit rows of cosine centroids (and
+# their 16-bit casts) then round as they do under an outer jit and in the
+# Pallas wrapper, so eager and jit calls give the same bits.
+@functools.partial(jax.jit, static_argnames=("metric", "precision", "tile_n", "tile_k"))
 def assign_xla(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
                precision: Any = None, tile_n: int | None = None,
                tile_k: int | None = None) -> tuple[jax.Array, jax.Array]:
