@@ -101,7 +101,10 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   Equivalent to ``jax.vmap(kmeans)`` over the leading axis with keys
   ``jax.random.split(key, B)``: every member converges on its own (a
   converged member stops changing while the others go on) and has its own
-  ``n_iter`` and ``converged``. The kernels see the batch as one grid.
+  ``n_iter`` and ``converged``. The kernels see the batch as one grid. The
+  clusterings are those of separate ``kmeans`` calls with those keys; the
+  float32 inertias may differ from them in the last bit (the batched sums
+  are reduced in another order).
 
   Ragged batches: pad every member to the same N and give padded points
   weight 0 in ``weights [B, N]``; they are assigned but never move a centroid
