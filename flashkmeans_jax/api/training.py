@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flashkmeans_jax.core import metric as metric_mod
 from flashkmeans_jax.core import validation
 from flashkmeans_jax.lloyd import codebook as codebook_mod
 from flashkmeans_jax.lloyd.codebook import EMAState, MiniBatchState
@@ -119,8 +120,10 @@ def vector_quantize(x: jax.Array, codebook: jax.Array, *, commitment_cost: float
   w = _weights(x, weights, mask)
   labels, dist = assign_op.assign(lax.stop_gradient(x), codebook, metric, impl, precision,
                                   config)
-  _, commit = assign_op.assign(x, lax.stop_gradient(codebook), metric, impl, precision,
-                               config)
+  # The commitment term needs no second assignment: with the labels fixed it
+  # is each point's direct distance to its (held) code, O(N * D).
+  held = lax.stop_gradient(codebook)
+  commit = metric_mod.distance_to(x, held[labels], metric)
   codes = lax.stop_gradient(codebook.astype(x.dtype)[labels])
   # codes + (x - x): exactly the codes forward, the identity backward.
   quantized = codes + (x - lax.stop_gradient(x))

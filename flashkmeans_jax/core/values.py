@@ -2,7 +2,7 @@
 
 They run only when an array is concrete -- an eager call, or a constant that
 a traced function closes over -- and do nothing for tracers, where a Python
-exception is impossible (``flashkmeans_jax.checked`` is the ``checkify``
+exception is impossible (:mod:`flashkmeans_jax.api.checked` is the ``checkify``
 route). A ``jax.Array`` is reduced on its devices (sharded ones included, no
 copy to the host); a host array block by block, so a memmap is never read
 into memory whole. :mod:`flashkmeans_jax.core.validation` calls these after
@@ -66,7 +66,9 @@ def _weight_stats(w: Any) -> tuple[int, float, np.ndarray]:
   w = w.astype(jnp.float32) if xp is jnp else np.asarray(w, np.float64)
   ok = xp.isfinite(w)
   wf = xp.where(ok, w, 0)
-  return int(xp.sum(~ok)), float(xp.min(wf)), np.atleast_1d(np.asarray(xp.sum(wf, axis=-1)))
+  # One transfer of the three results, not one host sync each.
+  bad, lo, sums = jax.device_get((xp.sum(~ok), xp.min(wf), xp.sum(wf, axis=-1)))
+  return int(bad), float(lo), np.atleast_1d(np.asarray(sums))
 
 
 def check_weight_values(weights: Any, name: str = "weights", batched: bool = False,
@@ -91,8 +93,11 @@ def _finite_and_fits(x: Any, dtype: np.dtype) -> tuple[bool, bool]:
   """(no NaN/Inf in ``x``, no Inf after casting ``x`` to ``dtype``)."""
   cast = dtype != np.dtype(x.dtype)
   if isinstance(x, jax.Array):
-    return _eager_value(lambda a: (bool(jnp.all(jnp.isfinite(a))), not cast or bool(
-        jnp.all(jnp.isfinite(a.astype(dtype))))), x)
+    def both(a):  # one transfer of the two flags
+      fits = jnp.all(jnp.isfinite(a.astype(dtype))) if cast else jnp.bool_(True)
+      finite, fits = jax.device_get((jnp.all(jnp.isfinite(a)), fits))
+      return bool(finite), bool(fits)
+    return _eager_value(both, x)
   finite = fits = True
   with np.errstate(over="ignore", invalid="ignore"):
     for block in _host_blocks(x):

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from flashkmeans_jax.lloyd import seeding
 from flashkmeans_jax.lloyd import stats
@@ -84,15 +85,20 @@ def _reseed(state: EMAState, x, weights, key, dead_threshold, bias, combine):
   distinct random points of this batch, with the threshold as their count."""
   k = state.codebook.shape[0]
   dead = state.counts / bias < dead_threshold
-  fresh = seeding.init_random(key, x, k, weights, combine=combine)  # distinct rows
-  # The j-th dead code takes fresh row j; fresh rows are distinct points.
-  pick = jnp.clip(jnp.cumsum(dead) - 1, 0, k - 1)
-  rows = fresh[pick]
-  mass = jnp.float32(dead_threshold) * bias
-  return state._replace(
-      codebook=jnp.where(dead[:, None], rows, state.codebook),
-      sums=jnp.where(dead[:, None], rows * mass, state.sums),
-      counts=jnp.where(dead, mass, state.counts))
+
+  def reseed(state):
+    fresh = seeding.init_random(key, x, k, weights, combine=combine)  # distinct rows
+    # The j-th dead code takes fresh row j; fresh rows are distinct points.
+    rows = fresh[jnp.clip(jnp.cumsum(dead) - 1, 0, k - 1)]
+    mass = jnp.float32(dead_threshold) * bias
+    return state._replace(
+        codebook=jnp.where(dead[:, None], rows, state.codebook),
+        sums=jnp.where(dead[:, None], rows * mass, state.sums),
+        counts=jnp.where(dead, mass, state.counts))
+
+  # The draw (a top-k over the batch) only when some code is dead; the counts
+  # are totals over all blocks, so every block takes the same branch.
+  return lax.cond(jnp.any(dead), reseed, lambda s: s, state)
 
 
 def ema_update(state: EMAState, x: jax.Array, weights: jax.Array | None, *, decay: float,

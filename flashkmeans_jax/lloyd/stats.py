@@ -36,7 +36,8 @@ from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
 
 __all__ = ["ClusterStats", "Farthest", "Moments", "accumulate", "merge", "combine_stats",
            "farthest", "merge_farthest", "combine_farthest", "moments", "merge_moments",
-           "combine_moments", "tolerance", "converged", "inertia", "zeros"]
+           "combine_moments", "tolerance", "converged", "inertia", "zeros", "no_farthest",
+           "no_moments"]
 
 
 class ClusterStats(NamedTuple):
@@ -93,6 +94,19 @@ def zeros(k: int, d: int) -> ClusterStats:
   """The neutral element of :func:`merge`."""
   return ClusterStats(jnp.zeros((k, d), jnp.float32), jnp.zeros((k,), jnp.float32),
                       jnp.zeros((), jnp.float32))
+
+
+def no_farthest(m: int, d: int) -> Farthest:
+  """The neutral element of :func:`merge_farthest`: ``m`` empty slots
+  (distance ``-inf``: never picked, lose every merge)."""
+  return Farthest(jnp.zeros((m, d), jnp.float32), jnp.zeros((m,), jnp.int32),
+                  jnp.full((m,), -jnp.inf, jnp.float32), jnp.zeros((m,), jnp.float32))
+
+
+def no_moments(d: int) -> Moments:
+  """The neutral element of :func:`merge_moments` (no rows)."""
+  return Moments(jnp.zeros((), jnp.float32), jnp.zeros((d,), jnp.float32),
+                 jnp.zeros((d,), jnp.float32), jnp.zeros((), jnp.int32))
 
 
 def inertia(dist: jax.Array, weights: jax.Array | None) -> jax.Array:

@@ -80,16 +80,8 @@ class LloydTotals(NamedTuple):
 def lloyd_totals(opts: StepOptions, d: int, *, moments: bool) -> LloydTotals:
   """Zero totals of a Lloyd pass over rows of ``d`` features; ``moments``
   also sums the data's moments (the first pass)."""
-  far = None
-  if opts.empty == "farthest":
-    m = opts.n_cand
-    # dist -inf marks an empty slot: never picked, loses every merge.
-    far = Farthest(jnp.zeros((m, d), jnp.float32), jnp.zeros((m,), jnp.int32),
-                         jnp.full((m,), -jnp.inf, jnp.float32), jnp.zeros((m,), jnp.float32))
-  mom = None
-  if moments:
-    mom = Moments(jnp.zeros((), jnp.float32), jnp.zeros((d,), jnp.float32),
-                        jnp.zeros((d,), jnp.float32), jnp.zeros((), jnp.int32))
+  far = stats.no_farthest(opts.n_cand, d) if opts.empty == "farthest" else None
+  mom = stats.no_moments(d) if moments else None
   return LloydTotals(stats.zeros(opts.k, d), far, mom)
 
 
