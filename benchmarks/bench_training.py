@@ -130,9 +130,18 @@ def warm_start_row(b, n, k, d, dtype):
   marginal = harness.marginal_ms(run, 2, 6)
   whole = harness.median_s(lambda: run(2), 5) * 1e3
   fixed = whole - 2 * marginal
+  # Where the fixed cost goes: the eager finiteness check (the same call
+  # without it) and one batched assignment (what the final labelling costs).
+  unchecked = harness.lloyd_runner(x, init, k, check_finite=False)
+  unchecked(2)
+  whole_unchecked = harness.median_s(lambda: unchecked(2), 5) * 1e3
+  one_assign = jax.jit(jax.vmap(fk.assign))
+  assign_ms = harness.median_ms(one_assign, x, init.astype(jnp.float32))
   return {"b": b, "n": n, "k": k, "d": d, "dtype": dtype, "whole_2iter_ms": whole,
           "marginal_ms": marginal, "fixed_ms": fixed,
-          "fixed_over_two_iters": fixed / (2 * marginal)}
+          "fixed_over_two_iters": fixed / (2 * marginal),
+          "check_finite_ms": whole - whole_unchecked, "one_assign_ms": assign_ms,
+          "rest_of_fixed_ms": fixed - (whole - whole_unchecked) - assign_ms}
 
 
 def main(argv=None):
