@@ -166,6 +166,11 @@ BAD_INPUTS: list[Bad] = [
     Bad("kmeans/x-inf", _km(x=_X.at[1, 1].set(-jnp.inf)), ValueError, r"x contains NaN or Inf"),
     Bad("kmeans/x-nan-numpy", _km(x=np.asarray(_X.at[1, 1].set(jnp.nan))), ValueError, r"x contains NaN or Inf"),
     Bad("kmeans/x-float64-overflow", _km(x=np.full((20, 3), 1e39)), ValueError, r"x holds values beyond float32's largest finite magnitude"),
+    # Finite float32 rows whose squared norms overflow the float32 distances
+    # (|x| ~ 1e20: NaN scores, then labels from NaN) -- device and host data.
+    Bad("kmeans/x-norm-overflow", _km(x=_X * 1e20), ValueError, r"x holds rows whose squared norm \(inf\) overflows the float32 distances"),
+    Bad("kmeans/x-norm-overflow-numpy", _km(x=np.asarray(_X) * np.float32(1e20)), ValueError, r"x holds rows whose squared norm \(.*e\+4\d\) overflows"),
+    Bad("assign/centroids-norm-overflow", lambda d: fk.assign(d["x"], d["x"][:3] * 1e20), ValueError, r"centroids holds rows whose squared norm"),
     Bad("kmeans/key-none", lambda d: fk.kmeans(None, d["x"], 3), TypeError, r"key must be a jax.random key"),
     Bad("kmeans/key-int", lambda d: fk.kmeans(0, d["x"], 3), TypeError, r"key must be a jax.random key"),
     Bad("kmeans/key-split", lambda d: fk.kmeans(jax.random.split(d["key"], 2), d["x"], 3), ValueError, r"key must be a single key"),

@@ -11,6 +11,7 @@ its shape and dtype checks; the public entry points reach them through it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -89,23 +90,45 @@ def check_weight_values(weights: Any, name: str = "weights", batched: bool = Fal
     raise ValueError(f"{name} must have a positive sum{where}")
 
 
-def _finite_and_fits(x: Any, dtype: np.dtype) -> tuple[bool, bool]:
-  """(no NaN/Inf in ``x``, no Inf after casting ``x`` to ``dtype``)."""
+# The distances' formulas add squared norms: a row whose squared norm passes
+# a quarter of float32's largest value can make ||x||^2 + ||c||^2 - 2 x.c
+# (each term at most max ||x||^2 for centroids inside the data's hull)
+# overflow to Inf, and the labels then come from NaN scores.
+_NORM_LIMIT = float(np.finfo(np.float32).max) / 4
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _device_flags(a, dtype):
+  """(all finite, all finite after the cast to ``dtype``, largest squared row
+  norm in float32) of a device array in one fused pass over it."""
+  finite = jnp.all(jnp.isfinite(a))
+  fits = jnp.all(jnp.isfinite(a.astype(dtype)))
+  af = a.astype(jnp.float32)
+  norm = jnp.max(jnp.sum(af * af, axis=-1)) if a.ndim else af * af
+  return finite, fits, norm
+
+
+def _finite_and_fits(x: Any, dtype: np.dtype) -> tuple[bool, bool, float]:
+  """(no NaN/Inf in ``x``, no Inf after casting ``x`` to ``dtype``, the
+  largest squared row norm of ``x``, Inf when it overflows float32)."""
   cast = dtype != np.dtype(x.dtype)
   if isinstance(x, jax.Array):
-    def both(a):  # one transfer of the two flags
-      fits = jnp.all(jnp.isfinite(a.astype(dtype))) if cast else jnp.bool_(True)
-      finite, fits = jax.device_get((jnp.all(jnp.isfinite(a)), fits))
-      return bool(finite), bool(fits)
-    return _eager_value(both, x)
+    def flags(a):  # one pass, one transfer of the three results
+      return tuple(jax.device_get(_device_flags(a, dtype if cast else a.dtype)))
+    finite, fits, norm = _eager_value(flags, x)
+    return bool(finite), bool(fits), float(norm)
   finite = fits = True
+  norm = 0.0
   with np.errstate(over="ignore", invalid="ignore"):
     for block in _host_blocks(x):
       finite = bool(np.isfinite(block).all())
       if not finite:
         break
       fits = fits and (not cast or bool(np.isfinite(block.astype(dtype)).all()))
-  return finite, fits
+      b = np.asarray(block, np.float64)
+      if b.size:
+        norm = max(norm, float(np.max(np.sum(b * b, axis=-1))) if b.ndim else float(b * b))
+  return finite, fits, norm
 
 
 def nonfinite_error(name: str = "x", hint: str | None = FINITE_HINT) -> ValueError:
@@ -131,12 +154,14 @@ def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
       (``None`` where the caller has none, e.g. the CLI and the estimator).
     dtype: what ``x`` will be cast to (default: what ``jnp.asarray`` makes of
       it, e.g. float32 for float64 NumPy data without x64); finite values
-      that overflow there are refused too.
+      that overflow there are refused too, and so are rows whose squared norm
+      passes a quarter of float32's largest value (the distances, computed in
+      float32, would overflow).
   """
   if not _concrete(x):
     return
   dtype = np.dtype(jax.dtypes.canonicalize_dtype(x.dtype) if dtype is None else dtype)
-  finite, fits = _finite_and_fits(x, dtype)
+  finite, fits, norm = _finite_and_fits(x, dtype)
   if not finite:
     raise nonfinite_error(name, hint)
   if not fits:
@@ -144,3 +169,8 @@ def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
         f"{name} holds values beyond {dtype}'s largest finite magnitude "
         f"({float(jnp.finfo(dtype).max):.6g}) and would become Inf in {dtype}; "
         "rescale the data")
+  if not norm <= _NORM_LIMIT:
+    raise ValueError(
+        f"{name} holds rows whose squared norm ({norm:.3g}) overflows the float32 "
+        f"distances (limit {_NORM_LIMIT:.3g}, a row norm of about "
+        f"{_NORM_LIMIT ** 0.5:.2g}); rescale the data")
