@@ -52,6 +52,8 @@ def _labels(labels: Any, n: int | None = None, k: int | None = None) -> np.ndarr
       labels = getattr(labels, attr)
       break
   labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be 1-D (one per point), got shape {labels.shape}")
   validation.check_labels(labels, labels.size if n is None else n, k=k)
   return labels
 
@@ -63,7 +65,12 @@ def _history(result_or_history: Any) -> np.ndarray:
     if hasattr(h, attr):
       h = getattr(h, attr)
       break
-  h = np.asarray(h, dtype=np.float64)
+  h = np.asarray(h)
+  if not (np.issubdtype(h.dtype, np.number) and not np.issubdtype(h.dtype, np.complexfloating)):
+    raise TypeError("expected an inertia history (a KMeansResult, a fitted KMeans or a "
+                    f"1-D array of numbers), got {type(result_or_history).__name__} "
+                    f"of dtype {h.dtype}")
+  h = h.astype(np.float64)
   if h.ndim != 1:
     raise ValueError(
         f"expected one clustering's inertia history (1-D), got shape {h.shape}; "

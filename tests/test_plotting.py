@@ -101,7 +101,11 @@ def test_bad_arguments_get_the_library_errors():
       (lambda: plotting.plot_cluster_sizes([0.5, 1.0], 2), TypeError,
        r"^labels must be an integer array, got float64$"),
       (lambda: plotting.plot_cluster_sizes(est.labels_, 0), ValueError,
-       r"^k must be >= 1, got 0$")]:
+       r"^k must be >= 1, got 0$"),
+      (lambda: plotting.plot_cluster_sizes(x, 3), ValueError,
+       r"^labels must be 1-D \(one per point\), got shape \(30, 3\)$"),
+      (lambda: plotting.plot_inertia("abc"), TypeError,
+       r"^expected an inertia history .* got str of dtype <U3$")]:
     with pytest.raises(exc, match=match):
       call()
 
