@@ -10,28 +10,34 @@ the statistics core. Eager calls of the compound functions go through one
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from flashkmeans_jax.api import sharded as sharded_api
 from flashkmeans_jax.core import call_checks
+from flashkmeans_jax.core import metric as metric_mod
+from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.core import validation
 from flashkmeans_jax.drivers.sharded import mesh
 from flashkmeans_jax.lloyd import centroids as centroids_mod
 from flashkmeans_jax.lloyd import seeding
 from flashkmeans_jax.lloyd import stats
 from flashkmeans_jax.ops.assign import api as assign_op
+from flashkmeans_jax.ops.assign import bound as bound_mod
+from flashkmeans_jax.ops.assign import certified as certified_mod
 from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
 
-__all__ = ["assign", "cluster_sums", "update", "finalize_centroids", "init_random",
+__all__ = ["assign", "certification", "Certification", "cluster_sums", "update", "finalize_centroids", "init_random",
            "init_kmeans_plusplus"]
 
 
 def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
            impl: str | None = None, precision: Any = None, config: Any = None,
-           check_finite: bool = True) -> tuple[jax.Array, jax.Array]:
+           check_finite: bool = True,
+           return_runner_up: bool = False) -> tuple[jax.Array, ...]:
   """Nearest centroid of every point, and its distance.
 
   Args:
@@ -56,6 +62,13 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
       without float16's range limits (:mod:`flashkmeans_jax.core.half_dot`);
       ``"BF16_BF16_F32"`` casts to bfloat16 (8 bits). Ignored for 16-bit
       inputs, whose products are exact in the float32 accumulator.
+      ``"certified"`` (over the default dot) or ``"certified:<any of the
+      above>"`` (e.g. ``"certified:F16_F16_F32"``), or a
+      ``flashkmeans_jax.core.precision.Certified``: float32 labels equal to the
+      float64 argmin up to ties at float32 resolution, at the base's speed
+      plus an exact re-check of the points its error bound cannot certify
+      (:mod:`flashkmeans_jax.ops.assign.certified`); distances keep the
+      base's accuracy.
     config: optional :class:`flashkmeans_jax.AssignConfig` for
       the Pallas kernel (tile sizes, warps, stages); ``None`` picks one from
       the device and shapes.
@@ -63,11 +76,17 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
       Non-finite centroids always raise on an eager call. Inside ``jit`` a
       non-finite row of x gets label 0 and distance NaN.
 
+    return_runner_up: also return every point's distance to its second
+      nearest centroid (``+inf`` with a single usable centroid, ``dist``
+      itself on a tie): how close the point is to a cluster boundary.
+
   Returns:
     ``labels int32[N]`` (ties go to the lowest centroid index) and
-    ``dist float32[N]`` (see ``metric``). ``dist`` is differentiable with
+    ``dist float32[N]`` (see ``metric``), and with ``return_runner_up`` the
+    runner-up distance ``float32[N]``. ``dist`` is differentiable with
     respect to ``x`` and ``centroids`` (the gradient of each point's distance
-    to its chosen centroid); ``labels`` carry no gradient.
+    to its chosen centroid); ``labels`` and the runner-up distance carry no
+    gradient (their cotangents are ignored).
 
   Works under ``jit`` and ``vmap`` (the Pallas kernel's batching rule adds a
   grid axis, so a vmapped call is one launch).
@@ -75,7 +94,7 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
   A concrete ``jax.Array`` split over devices on axis 0 is assigned shard by
   shard (:func:`flashkmeans_jax.sharded_assign`).
   """
-  if mesh.is_row_sharded(x):
+  if mesh.is_row_sharded(x) and not return_runner_up:
     return sharded_api.sharded_assign(x, centroids, metric=metric, impl=impl,
                                       precision=precision, config=config,
                                       check_finite=check_finite)
@@ -87,7 +106,61 @@ def assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
   validation.check_finite(centroids, "centroids")
   if check_finite:
     validation.check_finite(x)
+  if return_runner_up:
+    return assign_op.assign_runner_up(x, centroids, metric, impl, precision, config)
   return assign_op.assign(x, centroids, metric, impl, precision, config)
+
+
+class Certification(NamedTuple):
+  """Which labels a fast float32 pass proves exact (:func:`certification`).
+
+  Attributes:
+    labels: ``int32[N]`` of the fast pass.
+    margin: ``float32[N]`` runner-up score minus best score
+      (:mod:`flashkmeans_jax.core.metric`; ``+inf`` with one centroid).
+    bound: ``float32[N]`` the rigorous bound ``E`` on every score's error
+      (:mod:`flashkmeans_jax.ops.assign.bound`).
+    certified: ``bool[N]``, ``margin > 2 E``: the label is the exact argmin.
+    tie: ``float32[N]`` the exact pass's tie width (score units).
+  """
+
+  labels: jax.Array
+  margin: jax.Array
+  bound: jax.Array
+  certified: jax.Array
+  tie: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("metric", "impl", "precision"))
+def _certification_jit(x, centroids, *, metric, impl, precision):
+  base = precision_mod.dot_precision(precision)
+  fast = certified_mod.top2(x, centroids, metric, impl, base)
+  c, bias = metric_mod.prepare_centroids(centroids, metric, x.dtype)
+  stats = bound_mod.centroid_stats(c, bias, metric)
+  e = bound_mod.score_error_bound(fast.xsq, stats, x.shape[1], metric,
+                                  bound_mod.dot_model(base, impl))
+  return Certification(fast.labels, fast.second - fast.best, e,
+                       bound_mod.certified_mask(fast.best, fast.second, e),
+                       certified_mod.tie_bound(x, centroids, fast.xsq, metric, impl))
+
+
+def certification(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
+                  impl: str | None = None, precision: Any = None) -> Certification:
+  """The certificate of a fast float32 assignment, for diagnostics.
+
+  Runs the assignment of float32 ``x [N, D]`` at ``precision`` (a
+  ``"certified:..."`` precision is read through its base) and returns a
+  :class:`Certification`: ``certified.mean()`` is the fraction of points the
+  certified mode does not recompute.
+  """
+  validation.check_points(x)
+  validation.check_centroids(centroids, x.shape[1])
+  metric = validation.check_metric(metric)
+  impl = validation.resolve_impl(impl, x.shape[0], centroids.shape[0])
+  precision = validation.resolve_precision(precision)
+  validation.check_finite(centroids, "centroids")
+  return _certification_jit(x.astype(jnp.float32), centroids, metric=metric, impl=impl,
+                            precision=precision)
 
 
 def cluster_sums(x: jax.Array, labels: jax.Array, k: int, *,
@@ -225,7 +298,10 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   """
   k, metric, n_local_trials = call_checks.check_seeding_call(
       key, x, k, weights=weights, metric=metric, n_local_trials=n_local_trials)
+  # Seeding's distances are plain dots: a certified precision seeds at "highest".
   precision = validation.resolve_precision(precision)
+  if precision_mod.is_certified(precision):
+    precision = lax.Precision.HIGHEST
   return _init_pp_jit(key, x, weights, k=k, metric=metric, n_local_trials=n_local_trials,
                       precision=precision)
 

@@ -63,19 +63,21 @@ def kernel_precision(dtype, precision: Any, interpret: bool = False) -> Any:
 
 
 def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, block_d,
-                         n_k_tiles, metric, precision, deferred_argmin, op_dtype, prescaled):
+                         n_k_tiles, metric, precision, deferred_argmin, op_dtype, prescaled,
+                         runner_up):
   # op_dtype: None (the dot takes x as loaded), float16 (scaled, with the
   # centroids' inverse scale in an extra input) or bfloat16 (cast only).
   # prescaled: x already holds the scaled float16 rows; their inverse scales
   # and float32 squared norms come as two more inputs.
   scaled = op_dtype is not None and jnp.dtype(op_dtype) == jnp.float16
+  # runner_up: the outputs are (labels, best, second, xsq), else (labels, dist).
+  n_out = 4 if runner_up else 2
+  refs, outs = refs[:len(refs) - n_out], refs[len(refs) - n_out:]
   row_inverse_ref = xsq_ref = None
   if prescaled:
-    c_inverse_ref, row_inverse_ref, xsq_ref, labels_ref, dist_ref = refs
+    c_inverse_ref, row_inverse_ref, xsq_ref = refs
   elif scaled:
-    c_inverse_ref, labels_ref, dist_ref = refs
-  else:
-    labels_ref, dist_ref = refs
+    (c_inverse_ref,) = refs
   row0 = pl.program_id(0) * block_n
   row_mask = row0 + jnp.arange(block_n) < n
   n_d_tiles = c_ref.shape[1] // block_d
@@ -143,47 +145,64 @@ def _flash_assign_kernel(x_ref, c_ref, bias_ref, *refs, n, d, block_n, block_k, 
       return b - cross(j)
     return b - cross(j) * row_factor[:, None]
 
+  cols = jnp.arange(block_k, dtype=jnp.int32)[None, :]
   if deferred_argmin:
     # Element-wise running minimum over the centroid tiles: no cross-lane
     # reduction per tile (two per tile otherwise), one at the very end, for
-    # the price of two [block_n, block_k] accumulators in registers.
+    # the price of two [block_n, block_k] accumulators in registers (three
+    # with the runner-up: each column's second smallest score).
     def sweep(j, carry):
-      best, tile = carry
+      best, tile, second = carry
       s = score(j)
+      if runner_up:
+        second = jnp.minimum(second, jnp.maximum(best, s))
       better = s < best  # strict: in each column the earlier tile keeps a tie
-      return jnp.where(better, s, best), jnp.where(better, j, tile)
+      return jnp.where(better, s, best), jnp.where(better, j, tile), second
 
-    best_all, tile = lax.fori_loop(
+    full = jnp.full((block_n, block_k), jnp.inf, jnp.float32)
+    best_all, tile, second_all = lax.fori_loop(
         0, n_k_tiles, sweep,
-        (jnp.full((block_n, block_k), jnp.inf, jnp.float32),
-         jnp.zeros((block_n, block_k), jnp.int32)))
+        (full, jnp.zeros((block_n, block_k), jnp.int32), full if runner_up else None))
     best = jnp.min(best_all, axis=1)
-    index = tile * block_k + jnp.arange(block_k, dtype=jnp.int32)[None, :]
+    index = tile * block_k + cols
     # Ties across columns go to the lowest centroid index, as in the eager sweep.
     arg = jnp.min(jnp.where(best_all == best[:, None], index, jnp.iinfo(jnp.int32).max),
                   axis=1)
+    if runner_up:
+      # The winner's column offers its own second; every other column its best.
+      is_arg = index == arg[:, None]
+      second = jnp.min(jnp.where(is_arg, second_all, best_all), axis=1)
   else:
     def sweep(j, carry):
-      best, arg = carry
+      best, arg, second = carry
       s = score(j)
       tile_best = jnp.min(s, axis=1)
-      tile_arg = jnp.argmin(s, axis=1).astype(jnp.int32) + j * block_k
+      tile_col = jnp.argmin(s, axis=1).astype(jnp.int32)
+      tile_arg = tile_col + j * block_k
       # Strict `<`: on equal scores the earlier tile, hence the lower index, stays.
       better = tile_best < best
-      return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg)
+      if runner_up:
+        tile_second = jnp.min(jnp.where(cols == tile_col[:, None], jnp.inf, s), axis=1)
+        second = jnp.minimum(jnp.minimum(second, tile_second), jnp.maximum(best, tile_best))
+      return jnp.where(better, tile_best, best), jnp.where(better, tile_arg, arg), second
 
-    best, arg = lax.fori_loop(
-        0, n_k_tiles, sweep,
-        (jnp.full((block_n,), jnp.inf, jnp.float32), jnp.zeros((block_n,), jnp.int32)))
-  dist = metric_mod.finish_distance(best, xsq, metric)
-  plgpu.store(labels_ref.at[pl.ds(row0, block_n)], arg, mask=row_mask)
-  plgpu.store(dist_ref.at[pl.ds(row0, block_n)], dist, mask=row_mask)
+    inf = jnp.full((block_n,), jnp.inf, jnp.float32)
+    best, arg, second = lax.fori_loop(
+        0, n_k_tiles, sweep, (inf, jnp.zeros((block_n,), jnp.int32),
+                              inf if runner_up else None))
+  if runner_up:
+    values = (arg, best, second, xsq)
+  else:
+    values = (arg, metric_mod.finish_distance(best, xsq, metric))
+  for ref, v in zip(outs, values):
+    plgpu.store(ref.at[pl.ds(row0, block_n)], v, mask=row_mask)
 
 
-@functools.partial(jax.jit, static_argnames=("metric", "precision", "config", "interpret"))
+@functools.partial(jax.jit, static_argnames=("metric", "precision", "config", "interpret",
+                                             "runner_up"))
 def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
                  precision: Any = None, config: config_mod.AssignConfig | None = None,
-                 interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+                 interpret: bool = False, runner_up: bool = False) -> tuple[jax.Array, ...]:
   """Nearest centroid for every point with the FlashAssign kernel.
 
   Args:
@@ -196,8 +215,14 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
     config: tiling; ``None`` picks one with :func:`config.assign_config`.
     interpret: run the kernel in Pallas interpret mode (any backend).
 
+    runner_up: also keep every point's second smallest score.
+
   Returns:
-    ``labels int32[N]`` (ties to the lowest index) and ``dist float32[N]``.
+    ``labels int32[N]`` (ties to the lowest index) and ``dist float32[N]``;
+    with ``runner_up``, ``(labels, best, second, xsq)`` instead: the raw
+    winning and runner-up scores (:mod:`flashkmeans_jax.core.metric`; the
+    runner-up is ``+inf`` with one usable centroid) and ``||x||^2``, all
+    float32[N].
   """
   n, d = x.shape
   k = centroids.shape[0]
@@ -231,11 +256,12 @@ def flash_assign(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclide
       _flash_assign_kernel, n=n, d=d, block_n=block_n, block_k=block_k, block_d=block_d,
       n_k_tiles=k_pad // block_k, metric=metric, precision=precision,
       deferred_argmin=cfg.deferred_argmin, op_dtype=None if prescaled else op_dtype,
-      prescaled=prescaled)
+      prescaled=prescaled, runner_up=runner_up)
+  n_float = 3 if runner_up else 1
   return pl.pallas_call(
       kernel,
-      out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),
-                 jax.ShapeDtypeStruct((n,), jnp.float32)),
+      out_shape=(jax.ShapeDtypeStruct((n,), jnp.int32),) + tuple(
+          jax.ShapeDtypeStruct((n,), jnp.float32) for _ in range(n_float)),
       grid=(pl.cdiv(n, block_n),),
       compiler_params=cfg.compiler_params(),
       interpret=interpret,

@@ -18,8 +18,8 @@ from flashkmeans_jax.core import half_dot
 from flashkmeans_jax.core import metric as metric_mod
 from flashkmeans_jax.core import precision as precision_mod
 
-__all__ = ["assign_reference", "operands", "scores", "half_operands", "argmin_tile",
-           "acc_dtype"]
+__all__ = ["assign_reference", "assign_top2_reference", "operands", "scores",
+           "half_operands", "argmin_tile", "top2_tile", "merge_top2", "acc_dtype"]
 
 
 def acc_dtype(dtype):
@@ -70,6 +70,42 @@ def argmin_tile(xb, c, bias, precision, row_factor=None):
   arg = jnp.argmin(s, axis=1).astype(jnp.int32)
   best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
   return best, arg
+
+
+def top2_tile(xb, c, bias, precision, row_factor=None):
+  """``(best, arg, second)`` of one score tile: the smallest score, its index
+  (ties to the lowest) and the smallest score of any other column (equal to
+  ``best`` on a tie, ``+inf`` for a one-column tile)."""
+  s = scores(xb, c, bias, precision, row_factor)
+  arg = jnp.argmin(s, axis=1).astype(jnp.int32)
+  best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
+  cols = lax.broadcasted_iota(jnp.int32, s.shape, 1)
+  second = jnp.min(jnp.where(cols == arg[:, None], jnp.inf, s), axis=1)
+  return best, arg, second
+
+
+def merge_top2(a, b):
+  """Top two of two ``(best, arg, second)`` triples; on equal bests ``a``'s
+  (earlier, lower-index) argument stays, as in the strict ``<`` sweeps."""
+  best_a, arg_a, second_a = a
+  best_b, arg_b, second_b = b
+  better = best_b < best_a
+  best = jnp.where(better, best_b, best_a)
+  arg = jnp.where(better, arg_b, arg_a)
+  second = jnp.minimum(jnp.minimum(second_a, second_b), jnp.maximum(best_a, best_b))
+  return best, arg, second
+
+
+def assign_top2_reference(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
+                          precision: Any = None):
+  """Dense reference of the top-2 assignment: ``(labels int32[N], best
+  float32[N], second float32[N], xsq float32[N])``, the raw scores of the
+  winner and the runner-up and the float32 ``||x||^2``."""
+  precision = precision_mod.resolve_precision(precision)
+  c, bias, c_inverse = operands(x, centroids, metric, precision)
+  x_op, row_factor = half_operands(x, c, c_inverse)
+  best, arg, second = top2_tile(x_op, c, bias, precision, row_factor)
+  return arg, best, second, metric_mod.row_sqnorm(x).astype(best.dtype)
 
 
 def assign_reference(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",

@@ -57,6 +57,31 @@ def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
   return arg, dist.astype(jnp.float32)
 
 
+def _top2_chunk(xb, c, bias, precision, tile_k, c_inverse=None):
+  k = c.shape[0]
+  x_op, row_factor = reference.half_operands(xb, c, c_inverse)
+  if k <= tile_k:
+    best, arg, second = reference.top2_tile(x_op, c, bias, precision, row_factor)
+  else:
+    def body(j, carry):
+      start = _clamped_start(j, tile_k, k)
+      # The shifted last tile revisits columns already seen: their bias is
+      # made +inf so that no centroid is counted twice (it would pose as its
+      # own runner-up).
+      seen = start + jnp.arange(tile_k) < j * tile_k
+      bj = jnp.where(seen, jnp.inf, lax.dynamic_slice_in_dim(bias, start, tile_k))
+      cj = lax.dynamic_slice_in_dim(c, start, tile_k)
+      tb, ta, ts = reference.top2_tile(x_op, cj, bj, precision, row_factor)
+      return reference.merge_top2(carry, (tb, ta + start, ts))
+
+    acc = reference.acc_dtype(xb.dtype)
+    inf = jnp.full(xb.shape[:1], jnp.inf, acc)
+    best, arg, second = lax.fori_loop(0, tiling.cdiv(k, tile_k), body,
+                                      (inf, jnp.zeros(xb.shape[:1], jnp.int32), inf))
+  xsq = metric_mod.row_sqnorm(xb).astype(best.dtype)
+  return arg, best, second, xsq
+
+
 def xla_tiles(n: int, k: int, tile_bytes: int = XLA_TILE_BYTES) -> tuple[int, int]:
   """(tile_n, tile_k) for the XLA path: one float32 score tile <= tile_bytes."""
   tile_k = min(k, XLA_MAX_TILE_K)
@@ -67,15 +92,20 @@ def xla_tiles(n: int, k: int, tile_bytes: int = XLA_TILE_BYTES) -> tuple[int, in
 # Compiled also when called eagerly: the unit rows of cosine centroids (and
 # their 16-bit casts) then round as they do under an outer jit and in the
 # Pallas wrapper, so eager and jit calls give the same bits.
-@functools.partial(jax.jit, static_argnames=("metric", "precision", "tile_n", "tile_k"))
+@functools.partial(jax.jit, static_argnames=("metric", "precision", "tile_n", "tile_k",
+                                             "runner_up"))
 def assign_xla(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean",
                precision: Any = None, tile_n: int | None = None,
-               tile_k: int | None = None) -> tuple[jax.Array, jax.Array]:
+               tile_k: int | None = None, runner_up: bool = False) -> tuple[jax.Array, ...]:
   """Tiled XLA assignment (no Pallas). Shapes and results as :func:`assign`.
 
   Walks tiles of ``tile_n`` points and, when K is large, tiles of ``tile_k``
   centroids with a running (min, argmin), so extra memory is
   ``O(tile_n * tile_k)`` whatever N is.
+
+  With ``runner_up`` it returns the raw top two instead: ``(labels int32[N],
+  best float32[N], second float32[N], xsq float32[N])``, the winning and
+  runner-up scores (:mod:`flashkmeans_jax.core.metric`) and ``||x||^2``.
   """
   n = x.shape[0]
   k = centroids.shape[0]
@@ -84,17 +114,21 @@ def assign_xla(x: jax.Array, centroids: jax.Array, *, metric: str = "sqeuclidean
   tile_n = min(n, tile_n or dn)
   tile_k = min(k, tile_k or dk)
   c, bias, c_inverse = reference.operands(x, centroids, metric, precision)
-  chunk = functools.partial(_assign_chunk, c=c, bias=bias, metric=metric,
-                            precision=precision, tile_k=tile_k, c_inverse=c_inverse)
+  if runner_up:
+    chunk = functools.partial(_top2_chunk, c=c, bias=bias, precision=precision,
+                              tile_k=tile_k, c_inverse=c_inverse)
+  else:
+    chunk = functools.partial(_assign_chunk, c=c, bias=bias, metric=metric,
+                              precision=precision, tile_k=tile_k, c_inverse=c_inverse)
   if n <= tile_n:
     return chunk(x)
 
   def body(i, carry):
-    labels, dist = carry
     start = _clamped_start(i, tile_n, n)
-    lb, db = chunk(lax.dynamic_slice_in_dim(x, start, tile_n))
-    return (lax.dynamic_update_slice_in_dim(labels, lb, start, 0),
-            lax.dynamic_update_slice_in_dim(dist, db, start, 0))
+    parts = chunk(lax.dynamic_slice_in_dim(x, start, tile_n))
+    return tuple(lax.dynamic_update_slice_in_dim(a, b, start, 0) for a, b in zip(carry, parts))
 
-  init = (jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32))
+  acc = reference.acc_dtype(x.dtype) if runner_up else jnp.float32
+  init = (jnp.zeros((n,), jnp.int32),) + tuple(
+      jnp.zeros((n,), acc) for _ in range(3 if runner_up else 1))
   return lax.fori_loop(0, tiling.cdiv(n, tile_n), body, init)
