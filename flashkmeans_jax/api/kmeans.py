@@ -28,7 +28,10 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
            max_iter: int = 300, tol: float = 1e-4, metric: str = "sqeuclidean",
            weights: jax.Array | None = None, n_init: int = 1, empty: str = "keep",
            impl: str | None = None, precision: Any = None, check_finite: bool = True,
-           verbose: bool = False, config: Any = None) -> KMeansResult:
+           verbose: bool = False, config: Any = None, return_order: bool = False,
+           n_local_trials: int | None = None, oversampling_factor: float | None = None,
+           init_rounds: int | None = None,
+           max_points_per_centroid: int | None = None) -> KMeansResult:
   """Exact k-means (Lloyd's algorithm) in one compiled loop.
 
   Args:
@@ -37,8 +40,12 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       whole: distances and sums accumulate in float32 tile by tile.
     k: number of clusters, ``1 <= k <= N`` (a Python int: it fixes shapes).
     init: ``"k-means++"`` (greedy, as scikit-learn), ``"random"`` (k distinct
-      points) or an array ``[k, D]`` of starting centroids (then
-      ``n_init`` is 1).
+      points), ``"k-means||"`` (scalable k-means++, Bahmani et al. 2012: a few
+      rounds of independent D^2 draws through the assignment kernel, then
+      weighted greedy k-means++ on the ~``rounds * oversampling_factor * k``
+      candidates; for large k, where k-means++'s k sequential passes over x
+      dominate) or an array ``[k, D]`` of starting centroids (then ``n_init``
+      is 1).
     max_iter: most Lloyd iterations.
     tol: stop when ``sum_k ||c_new - c_old||^2 <= tol * mean(var(x, axis=0))``
       (scikit-learn's rule). ``tol=0`` stops only when an iteration changes
@@ -66,17 +73,44 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
     verbose: print inertia and centroid shift every iteration (works inside
       ``jit`` through ``jax.debug.callback``).
     config: optional kernel configuration (see :func:`assign`).
+    return_order: also return the inverse map of the final labels:
+      ``order int32[N]`` (stable permutation grouping the points by cluster,
+      ascending index inside each), ``offsets int32[k + 1]`` and ``sizes
+      int32[k]``, from one stable sort of the labels (no pass over x). Every
+      point is placed by its label, zero-weight points included. See
+      :func:`flashkmeans_jax.cluster_order` for labels from ``assign``.
+    n_local_trials: candidates per greedy k-means++ step (also k-means||'
+      final step); default ``2 + floor(log k)`` as scikit-learn; 1 is the
+      classic k-means++.
+    oversampling_factor: k-means|| draws ``oversampling_factor * k`` points
+      per round in expectation (default 2).
+    init_rounds: k-means|| rounds (default 5).
+    max_points_per_centroid: when ``N > k * max_points_per_centroid``, seed
+      and iterate on a uniform sample (without replacement, usable points
+      only) of ``k * max_points_per_centroid`` points, then label all points
+      (FAISS's rule; default ``None``: off). ``inertia`` and ``labels`` are
+      then of all points, ``inertia_history`` of the sample.
+
+  Weights are divided by the power of two at or above the largest one before
+  use (exact), so weights as large as 1e30 or as small as 1e-30 cluster as
+  their normalised values do; inertias are scaled back.
 
   Returns:
     :class:`KMeansResult` with ``centroids [k, D]`` (x's dtype), ``labels
-    int32[N]``, ``inertia``, ``n_iter``, ``converged`` and
-    ``inertia_history float32[max_iter]``.
+    int32[N]``, ``inertia``, ``n_iter``, ``converged``,
+    ``inertia_history float32[max_iter]`` and (``return_order``) ``order``,
+    ``offsets``, ``sizes`` (else ``None``).
 
   A concrete ``jax.Array`` split over devices on axis 0 runs data-parallel
   (:func:`flashkmeans_jax.sharded_kmeans`).
   """
   validation.check_key(key)
+  seed = validation.seeding_options(
+      n_local_trials=n_local_trials, oversampling_factor=oversampling_factor,
+      init_rounds=init_rounds, max_points_per_centroid=max_points_per_centroid)
+  return_order = validation.check_bool(return_order, "return_order")
   if mesh.is_row_sharded(x):
+    _sharded_supports(seed, return_order, init)
     return sharded_api.sharded_kmeans(
         key, x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
         n_init=n_init, empty=empty, impl=impl, precision=precision,
@@ -86,7 +120,18 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
       verbose=verbose, check_finite_values=check_finite)
-  return loop.run_compiled(key, x, weights, init_array, opts)
+  return loop.run_compiled(key, x, weights, init_array, opts, seed, return_order)
+
+
+def _sharded_supports(seed, return_order, init) -> None:
+  """The sharded driver does not take these options yet: refuse rather than
+  ignore them."""
+  if return_order or seed != type(seed)() or (isinstance(init, str) and init == "k-means||"):
+    raise ValueError(
+        "row-sharded x: return_order, init='k-means||', n_local_trials, "
+        "oversampling_factor, init_rounds and max_points_per_centroid are not "
+        "supported by the sharded driver yet; gather x or use cluster_order on the "
+        "labels")
 
 
 def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
@@ -95,7 +140,11 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
                    weights: jax.Array | None = None, n_init: int = 1,
                    empty: str = "keep", impl: str | None = None, precision: Any = None,
                    check_finite: bool = True, verbose: bool = False,
-                   config: Any = None) -> KMeansResult:
+                   config: Any = None, return_order: bool = False,
+                   n_local_trials: int | None = None,
+                   oversampling_factor: float | None = None,
+                   init_rounds: int | None = None,
+                   max_points_per_centroid: int | None = None) -> KMeansResult:
   """B independent clusterings of ``x [B, N, D]`` in one compiled call.
 
   Equivalent to ``jax.vmap(kmeans)`` over the leading axis with keys
@@ -111,13 +160,26 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   nor become a seed. ``init`` may be a name, ``[k, D]`` (shared) or
   ``[B, k, D]``.
 
-  Returns a :class:`KMeansResult` whose fields gain a leading ``B`` axis.
+  The seeding options, ``max_points_per_centroid`` and ``return_order`` are
+  those of :func:`kmeans`, applied per member.
+
+  Returns a :class:`KMeansResult` whose fields gain a leading ``B`` axis:
+  per member ``inertia [B]``, ``n_iter [B]``, ``converged [B]``,
+  ``inertia_history [B, max_iter]`` (NaN from the member's own ``n_iter``
+  on: a member's history stops where it converged) and, with
+  ``return_order``, ``order [B, N]``, ``offsets [B, k + 1]`` and ``sizes
+  [B, k]`` (weight-0 padding points included, under their labels).
   """
   validation.check_key(key)
+  seed = validation.seeding_options(
+      n_local_trials=n_local_trials, oversampling_factor=oversampling_factor,
+      init_rounds=init_rounds, max_points_per_centroid=max_points_per_centroid)
+  return_order = validation.check_bool(return_order, "return_order")
   validation.check_points(x, ndim=3)
   b = x.shape[0]
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
       verbose=verbose, batch=(b,), check_finite_values=check_finite)
-  return loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts)
+  return loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts, seed,
+                          return_order)

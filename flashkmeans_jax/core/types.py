@@ -1,9 +1,10 @@
-"""Result type and the names of metrics, implementations and policies."""
+"""Result type, the seeding options and the names of metrics, implementations
+and policies."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import jax
 
@@ -12,7 +13,7 @@ import jax
 Metric = Literal["sqeuclidean", "cosine", "dot"]
 Impl = Literal["auto", "xla", "pallas", "pallas_interpret"]
 EmptyPolicy = Literal["keep", "farthest"]
-InitName = Literal["k-means++", "random"]
+InitName = Literal["k-means++", "random", "k-means||"]
 
 METRICS: tuple[str, ...] = get_args(Metric)
 IMPLS: tuple[str, ...] = get_args(Impl)
@@ -39,7 +40,18 @@ class KMeansResult:
       the tolerance, not because it reached ``max_iter``.
     inertia_history: ``float32[max_iter]``: inertia of the assignment made at
       the start of each iteration (entry ``i`` belongs to the centroids that
-      entered iteration ``i``); NaN past ``n_iter``.
+      entered iteration ``i``); NaN past ``n_iter``. In a batch every member
+      has its own: NaN from that member's own ``n_iter`` on (a member that
+      converged stops changing while the others go on).
+    order: ``int32[N]`` or ``None`` (only with ``return_order=True``): a stable
+      permutation of the points grouping them by ``labels``: cluster ``j``'s
+      points are ``order[offsets[j]:offsets[j + 1]]``, in ascending index
+      order. Every point is placed by its label, zero-weight (padding) points
+      included.
+    offsets: ``int32[K + 1]`` or ``None``: where each cluster's run of
+      ``order`` starts; ``offsets[0] == 0`` and ``offsets[K] == N``.
+    sizes: ``int32[K]`` or ``None``: points per cluster (``offsets``'
+      differences, i.e. ``bincount(labels, minlength=K)``, weights ignored).
   """
 
   centroids: jax.Array
@@ -48,3 +60,29 @@ class KMeansResult:
   n_iter: jax.Array
   converged: jax.Array
   inertia_history: jax.Array
+  # Optional fields (None is an empty pytree, so results without them keep
+  # their structure under jit, vmap and shard_map).
+  order: jax.Array | None = None
+  offsets: jax.Array | None = None
+  sizes: jax.Array | None = None
+
+
+class SeedingOptions(NamedTuple):
+  """Static options of the seeding and of the training sample (validated by
+  :func:`flashkmeans_jax.core.option_checks.seeding_options`; hashable).
+
+  Attributes:
+    n_local_trials: candidates per step of greedy k-means++ (also the
+      reclustering step of k-means||); ``None``: ``2 + floor(log k)``.
+    oversampling_factor: k-means|| draws ``oversampling_factor * k`` points per
+      round in expectation (Bahmani et al.'s ``l``); ``None``: 2.
+    init_rounds: k-means|| rounds; ``None``: 5.
+    max_points_per_centroid: when ``N > k * max_points_per_centroid`` seed and
+      iterate on a uniform sample of ``k * max_points_per_centroid`` usable
+      points, then label all points; ``None``: off.
+  """
+
+  n_local_trials: int | None = None
+  oversampling_factor: float | None = None
+  init_rounds: int | None = None
+  max_points_per_centroid: int | None = None

@@ -25,10 +25,24 @@ from flashkmeans_jax.core import dispatch
 from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.core import values
 from flashkmeans_jax.core.options import LloydOptions
-from flashkmeans_jax.core.types import EMPTY_POLICIES, IMPLS, INITS, METRICS
+# The option and scalar checks live in option_checks; they are part of this
+# module's interface too (every front end calls validation.check_tol etc.).
+from flashkmeans_jax.core.option_checks import (  # noqa: F401
+    check_axes, check_bool, check_choice, check_empty, check_fraction, check_impl,
+    check_init_name, check_metric, check_optional_positive_int, check_positive_float,
+    check_positive_int, check_tol, seeding_options)
 # check_finite is part of this module's interface: every entry point that
 # takes data calls it as validation.check_finite.
 from flashkmeans_jax.core.values import check_finite  # noqa: F401
+
+__all__ = ["check_points", "check_centroids", "check_n_features", "check_k",
+           "check_centroids_or_k", "check_farthest", "check_labels", "check_weights",
+           "host_weights", "check_key", "check_sums", "resolve_impl",
+           "resolve_precision", "check_init", "lloyd_options", "target_dtype",
+           "check_finite", "check_axes", "check_bool", "check_choice", "check_empty",
+           "check_fraction", "check_impl", "check_init_name", "check_metric",
+           "check_optional_positive_int", "check_positive_float", "check_positive_int",
+           "check_tol", "seeding_options"]
 
 _FLOAT_DTYPES = tuple(np.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32,
                                             jnp.float64))
@@ -185,54 +199,6 @@ def host_weights(value: Any, n: int, *, name: str = "weights",
   return a.astype(np.float32)
 
 
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-  if not isinstance(value, str) or value not in choices:
-    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-  return value
-
-
-def check_metric(metric: Any) -> str:
-  return check_choice(metric, "metric", METRICS)
-
-
-def check_impl(impl: Any) -> str:
-  """A valid ``impl`` name (``None`` is ``"auto"``), not yet resolved."""
-  if impl is None:
-    return "auto"
-  return check_choice(impl, "impl", IMPLS)
-
-
-def check_empty(empty: Any) -> str:
-  return check_choice(empty, "empty", EMPTY_POLICIES)
-
-
-def check_init_name(init: Any) -> str:
-  return check_choice(init, "init", INITS)
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-  """An integer ``>= minimum`` (Python or NumPy int; not bool); returns a Python int."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return int(value)
-
-
-def check_optional_positive_int(value: Any, name: str) -> int | None:
-  return None if value is None else check_positive_int(value, name)
-
-
-def check_tol(tol: Any) -> float:
-  """A finite ``tol >= 0``; returns a Python float."""
-  if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-    raise TypeError(f"tol must be a float, got {type(tol).__name__} ({tol!r})")
-  tol = float(tol)
-  if not np.isfinite(tol) or tol < 0:
-    raise ValueError(f"tol must be a finite number >= 0, got {tol}")
-  return tol
-
-
 @functools.lru_cache(maxsize=None)
 def _raw_key_shape(impl: str) -> tuple[int, ...]:
   del impl  # the cache key: the shape belongs to the default PRNG implementation
@@ -310,7 +276,8 @@ def check_init(init: Any, k: int, d: int, batch: tuple[int, ...] = ()):
     check_centroids(init, d, "init", k=k, batch=batch if init.ndim == 3 else ())
     return "array", init
   raise TypeError(
-      f"init must be 'k-means++', 'random' or an array [k, D], got {type(init).__name__}")
+      f"init must be 'k-means++', 'random', 'k-means||' or an array [k, D], got "
+      f"{type(init).__name__}")
 
 
 def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 300,
@@ -364,32 +331,3 @@ def target_dtype(in_dtype: np.dtype, dtype: Any) -> np.dtype:
     raise ValueError(
         f"dtype must be None, 'float16', 'bfloat16' or 'float32', got {dtype!r}")
   return dt
-
-
-def check_fraction(value: Any, name: str) -> float:
-  """A float in ``[0, 1)`` (a decay rate)."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name} must be a float, got {type(value).__name__} ({value!r})")
-  value = float(value)
-  if not 0.0 <= value < 1.0:
-    raise ValueError(f"{name} must lie in [0, 1), got {value}")
-  return value
-
-
-def check_positive_float(value: Any, name: str) -> float:
-  """A finite float ``> 0``."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name} must be a float, got {type(value).__name__} ({value!r})")
-  value = float(value)
-  if not np.isfinite(value) or value <= 0:
-    raise ValueError(f"{name} must be a finite number > 0, got {value}")
-  return value
-
-
-def check_axes(axis_name: Any) -> tuple[str, ...]:
-  """A mesh axis name or a tuple of them, as a tuple."""
-  axes = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
-  if not axes or not all(isinstance(a, str) for a in axes):
-    raise TypeError(f"axis_name must be a mesh axis name or a tuple of them, got "
-                    f"{axis_name!r}")
-  return axes

@@ -26,15 +26,16 @@ from jax import lax
 
 from flashkmeans_jax.core.options import LloydOptions
 from flashkmeans_jax.core.precision import resolve_precision
-from flashkmeans_jax.core.types import KMeansResult
+from flashkmeans_jax.core.types import KMeansResult, SeedingOptions
 from flashkmeans_jax.lloyd import centroids as centroids_mod
 from flashkmeans_jax.lloyd import seeding
 from flashkmeans_jax.lloyd import stats
 from flashkmeans_jax.lloyd.combine import Combine, LOCAL
 from flashkmeans_jax.ops.assign import api as assign_op
+from flashkmeans_jax.ops.cluster_sums import sort
 
-__all__ = ["lloyd", "run", "run_compiled", "run_batched", "best_of", "best_of_runs",
-           "data_tolerance",
+__all__ = ["lloyd", "iterate", "finish", "run", "run_compiled", "run_batched", "best_of",
+           "best_of_runs", "data_tolerance", "normalise_weights", "training_sample",
            "print_progress"]
 
 
@@ -68,22 +69,17 @@ def _report(combine: Combine, i, inertia, shift, converged):
              lambda: None)
 
 
-def lloyd(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.Array,
-          opts: LloydOptions, combine: Combine = LOCAL) -> KMeansResult:
+def iterate(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.Array,
+            opts: LloydOptions, combine: Combine = LOCAL):
   """The while_loop on this block's points ``x [N, D]`` from ``c0 [K, D]``.
 
-  ``weights float[N]`` or ``None``; ``tol_abs``: the absolute tolerance on
-  the summed squared shift (see :func:`data_tolerance`). Returns the
-  :class:`KMeansResult` of this block's rows (centroids, inertia and the
-  history are the same on every block).
+  Returns ``(n_iter int32[], centroids float32[K, D], converged bool[],
+  inertia_history float32[max_iter])``, the same on every block.
   """
   k = opts.k
   # Relocation candidates per block: all K when blocks meet (a block may hold
   # fewer rows than K), else at most the block's rows.
   m_cand = k if combine.n_blocks > 1 else min(k, x.shape[0])
-
-  def assign_(c):
-    return assign_op.assign(x, c, opts.metric, opts.impl, opts.precision, opts.config)
 
   def cond(state):
     i, _, done, _ = state
@@ -91,7 +87,7 @@ def lloyd(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.A
 
   def body(state):
     i, c, _, hist = state
-    labels, dist = assign_(c)
+    labels, dist = _assign(x, c, opts)
     total = stats.combine_stats(stats.accumulate(x, labels, dist, weights, k, opts.impl),
                                 combine)
 
@@ -112,11 +108,81 @@ def lloyd(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.A
 
   state = (jnp.int32(0), c0.astype(jnp.float32), jnp.bool_(False),
            jnp.full((opts.max_iter,), jnp.nan, jnp.float32))
-  n_iter, c, done, hist = lax.while_loop(cond, body, state)
-  labels, dist = assign_(c)
-  return KMeansResult(centroids=c.astype(x.dtype), labels=labels,
-                      inertia=combine.sum(stats.inertia(dist, weights)),
-                      n_iter=n_iter, converged=done, inertia_history=hist)
+  return lax.while_loop(cond, body, state)
+
+
+def _assign(x, c, opts):
+  return assign_op.assign(x, c, opts.metric, opts.impl, opts.precision, opts.config)
+
+
+def finish(x: jax.Array, loop_state, weights: jax.Array | None, opts: LloydOptions,
+           combine: Combine = LOCAL, *, return_order: bool = False,
+           weight_scale: jax.Array | None = None) -> KMeansResult:
+  """The :class:`KMeansResult` of :func:`iterate`'s final state: one more
+  assignment of all of this block's points ``x`` gives labels and inertia for
+  the returned centroids; ``return_order`` adds the inverse map from one
+  stable sort of those labels. ``weight_scale`` (a power of two) undoes the
+  weights' normalisation in the inertias."""
+  n_iter, c, done, hist = loop_state
+  labels, dist = _assign(x, c, opts)
+  inertia = combine.sum(stats.inertia(dist, weights))
+  if weight_scale is not None:
+    inertia, hist = inertia * weight_scale, hist * weight_scale
+  order = offsets = sizes = None
+  if return_order:
+    order, offsets, sizes = sort.cluster_segments(labels, opts.k)
+  return KMeansResult(centroids=c.astype(x.dtype), labels=labels, inertia=inertia,
+                      n_iter=n_iter, converged=done, inertia_history=hist, order=order,
+                      offsets=offsets, sizes=sizes)
+
+
+def lloyd(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.Array,
+          opts: LloydOptions, combine: Combine = LOCAL) -> KMeansResult:
+  """:func:`iterate` then :func:`finish` on the same points.
+
+  ``weights float[N]`` or ``None``; ``tol_abs``: the absolute tolerance on
+  the summed squared shift (see :func:`data_tolerance`). Returns the
+  :class:`KMeansResult` of this block's rows (centroids, inertia and the
+  history are the same on every block).
+  """
+  return finish(x, iterate(x, c0, weights, tol_abs, opts, combine), weights, opts, combine)
+
+
+def normalise_weights(weights: jax.Array | None, combine: Combine = LOCAL):
+  """``(weights / s, s)`` with ``s`` the power of two at or above the largest
+  finite weight of all blocks (``None, None`` without weights).
+
+  Dividing by a power of two is exact, so ordinary weights give the same
+  bits as before; extreme ones (1e30 next to 1e-30) no longer overflow the
+  float32 sums, counts and k-means++ potentials (which gave NaN centroids).
+  Weights below ``2^-149 * s`` become 0: they weigh nothing next to the
+  largest one at float32 precision anyway.
+  """
+  if weights is None:
+    return None, None
+  w = weights.astype(jnp.float32)
+  top = jnp.max(jnp.where(jnp.isfinite(w), w, 0.0))
+  if combine.n_blocks > 1:
+    top = jnp.max(combine.gather(top))
+  _, e = jnp.frexp(jnp.where(top > 0, top, 1.0))
+  scale = jnp.ldexp(jnp.float32(1.0), e)
+  return w / scale, scale
+
+
+def training_sample(key: jax.Array, x: jax.Array, weights: jax.Array | None, m: int,
+                    combine: Combine = LOCAL) -> tuple[jax.Array, jax.Array]:
+  """``(x_s [m_b, D], w_s float32[m_b])``: a uniform sample without
+  replacement of this block's usable rows (finite, positive weight),
+  ``m_b = min(N_b, ceil(m / P))`` rows per block; rows past the usable ones
+  get weight 0."""
+  n = x.shape[0]
+  m_b = min(n, -(-m // combine.n_blocks))
+  w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  w, _, x_safe = seeding.usable_rows(x, w)
+  key = jax.random.fold_in(key, combine.block_index())
+  prio = jnp.where(w > 0, jax.random.uniform(key, (n,)), -1.0)
+  _, idx = lax.top_k(prio, m_b)
+  return x_safe[idx], w[idx]
 
 
 def best_of(results: KMeansResult) -> KMeansResult:
@@ -137,42 +203,64 @@ def best_of_runs(runs: list[KMeansResult]) -> KMeansResult:
 
 def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
         init_array: jax.Array | None, opts: LloydOptions, *,
-        valid: jax.Array | None = None, combine: Combine = LOCAL) -> KMeansResult:
-  """Seeding, ``opts.n_init`` restarts of :func:`lloyd` and the best of them.
+        valid: jax.Array | None = None, combine: Combine = LOCAL,
+        seed: SeedingOptions = SeedingOptions(), return_order: bool = False) -> KMeansResult:
+  """Seeding, ``opts.n_init`` restarts of :func:`iterate` and the best of them.
 
   ``init_array`` (``[K, D]``) is used when ``opts.init == "array"``. ``valid``
   (``bool[N]``) marks real rows when a driver padded the block; padded rows
-  must also have weight 0.
+  must also have weight 0. ``seed``: seeding options and the training sample
+  (``max_points_per_centroid``: seed and iterate on ``k * max_points_per_centroid``
+  sampled points when there are more, then label every point).
+  ``return_order``: the result carries ``order``, ``offsets`` and ``sizes``.
   """
   tol_abs = data_tolerance(x, opts.tol, weights, valid=valid, combine=combine)
+  weights, w_scale = normalise_weights(weights, combine)
   seed_precision = resolve_precision("highest")
+  mppc = seed.max_points_per_centroid
+  n_total = x.shape[0] * combine.n_blocks
+  if mppc is not None and n_total > opts.k * mppc:
+    key, key_sample = jax.random.split(key)
+    x_train, w_train = training_sample(key_sample, x, weights, opts.k * mppc, combine)
+  else:
+    x_train, w_train = x, weights
 
   def one(key):
     if opts.init == "array":
       c0 = init_array.astype(jnp.float32)
     else:
-      c0 = seeding.init_centroids(key, x, opts.k, opts.init, weights, metric=opts.metric,
-                                  precision=seed_precision, combine=combine)
-    return lloyd(x, c0, weights, tol_abs, opts, combine)
+      c0 = seeding.init_centroids(key, x_train, opts.k, opts.init, w_train,
+                                  metric=opts.metric, precision=seed_precision,
+                                  combine=combine, seed=seed, impl=opts.impl,
+                                  config=opts.config)
+    state = iterate(x_train, c0, w_train, tol_abs, opts, combine)
+    return finish(x, state, weights, opts, combine, return_order=return_order,
+                  weight_scale=w_scale)
 
   if opts.n_init == 1:
     return one(key)
   return best_of(jax.vmap(one)(jax.random.split(key, opts.n_init)))
 
 
-@functools.partial(jax.jit, static_argnames=("opts",))
+@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order"))
 def run_compiled(key: jax.Array, x: jax.Array, weights: jax.Array | None,
-                 init_array: jax.Array | None, opts: LloydOptions) -> KMeansResult:
-  """:func:`run` in memory, compiled once per shape, dtype and ``opts``."""
-  return run(key, x, weights, init_array, opts)
+                 init_array: jax.Array | None, opts: LloydOptions,
+                 seed: SeedingOptions = SeedingOptions(),
+                 return_order: bool = False) -> KMeansResult:
+  """:func:`run` in memory, compiled once per shape, dtype and options."""
+  return run(key, x, weights, init_array, opts, seed=seed, return_order=return_order)
 
 
-@functools.partial(jax.jit, static_argnames=("opts",))
+@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order"))
 def run_batched(keys: jax.Array, x: jax.Array, weights: jax.Array | None,
-                init_array: jax.Array | None, opts: LloydOptions) -> KMeansResult:
+                init_array: jax.Array | None, opts: LloydOptions,
+                seed: SeedingOptions = SeedingOptions(),
+                return_order: bool = False) -> KMeansResult:
   """:func:`run` over a leading batch axis of ``keys``, ``x``, ``weights`` and a
-  ``[B, K, D]`` init (a ``[K, D]`` init is shared)."""
+  ``[B, K, D]`` init (a ``[K, D]`` init is shared); every member has its own
+  ``n_iter``, ``converged``, inertia history and (``return_order``) order."""
   init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
   w_axis = None if weights is None else 0
-  return jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts),
+  return jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts, seed=seed,
+                                             return_order=return_order),
                   in_axes=(0, 0, w_axis, init_axis))(keys, x, weights, init_array)

@@ -1,4 +1,5 @@
-"""Seeding: ``"random"`` (distinct points) and greedy ``"k-means++"``.
+"""Seeding: ``"random"`` (distinct points), greedy ``"k-means++"`` and ``"k-means||"``
+(scalable k-means++).
 
 Written once against a :class:`~flashkmeans_jax.lloyd.combine.Combine`, so the
 same code seeds in memory (one block) and on row-sharded data inside
@@ -24,11 +25,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flashkmeans_jax.core.types import SeedingOptions
 from flashkmeans_jax.lloyd.combine import Combine, LOCAL
+from flashkmeans_jax.ops.assign import api as assign_op
 
 __all__ = ["init_random", "init_kmeans_plusplus", "init_centroids", "usable_rows",
-           "draw_proportional",
-           "dist_to_candidates"]
+           "draw_proportional", "gather_rows", "dist_to_candidates",
+           "parallel_candidates", "init_kmeans_parallel", "round_capacity"]
 
 
 def usable_rows(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -55,7 +58,7 @@ def dist_to_candidates(x: jax.Array, xsq: jax.Array, cand: jax.Array, metric: st
   return jnp.maximum(xsq[:, None] - 2.0 * dots + csq[None, :], 0.0)
 
 
-def _rows(owner: jax.Array, local_idx: jax.Array, x: jax.Array, combine: Combine) -> jax.Array:
+def gather_rows(owner: jax.Array, local_idx: jax.Array, x: jax.Array, combine: Combine) -> jax.Array:
   """``float32 [L, D]``: row ``local_idx[l]`` of block ``owner[l]``, on every block."""
   mine = owner == combine.block_index()
   rows = x[local_idx].astype(jnp.float32)
@@ -101,7 +104,7 @@ def init_random(key: jax.Array, x: jax.Array, k: int, weights: jax.Array | None 
   kl = min(k, n)
   vals, idx = lax.top_k(score, kl)
   _, win = lax.top_k(combine.gather(vals).reshape(-1), k)
-  return _rows(win // kl, idx[win % kl], x_safe, combine)
+  return gather_rows(win // kl, idx[win % kl], x_safe, combine)
 
 
 def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
@@ -125,7 +128,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   key0, key_loop = jax.random.split(key)
 
   s0, i0 = draw_proportional(key0, w, 1, combine)
-  first = _rows(s0, i0, x_safe, combine)  # [1, D]
+  first = gather_rows(s0, i0, x_safe, combine)  # [1, D]
   centers = jnp.zeros((k, x.shape[1]), jnp.float32).at[0].set(first[0])
   closest = dist_to_candidates(x_safe, xsq, first, seed_metric, precision)[:, 0]
 
@@ -134,7 +137,7 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
     # If every point already sits on a centroid the potential is 0: any draw
     # is as good, and the loop goes on.
     s, idx = draw_proportional(jax.random.fold_in(key_loop, c), w * closest, trials, combine)
-    cand = _rows(s, idx, x_safe, combine)  # [L, D]
+    cand = gather_rows(s, idx, x_safe, combine)  # [L, D]
     d = jnp.minimum(closest[:, None],
                     dist_to_candidates(x_safe, xsq, cand, seed_metric, precision))
     cand_pot = combine.sum(jnp.sum(w[:, None] * d, axis=0))
@@ -145,11 +148,118 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   return centers
 
 
+def round_capacity(ell: float, n_total: int) -> int:
+  """Rows kept per k-means|| round: the expected ``ell`` draws plus eight
+  standard deviations (a sum of Bernoulli draws has variance <= ``ell``),
+  at most all ``n_total`` rows."""
+  return int(min(n_total, math.ceil(ell + 8.0 * math.sqrt(ell) + 8)))
+
+
+def parallel_candidates(key: jax.Array, x: jax.Array, k: int,
+                        weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
+                        oversampling_factor: float = 2.0, rounds: int = 5,
+                        impl: str = "xla", precision: Any = None, config: Any = None,
+                        combine: Combine = LOCAL) -> tuple[jax.Array, jax.Array]:
+  """The weighted candidates of k-means|| (Bahmani et al., 2012).
+
+  One point drawn with probability proportional to its weight; then
+  ``rounds`` rounds in which every point joins independently with
+  probability ``min(1, l * w * D^2 / phi)`` (``l = oversampling_factor * k``,
+  ``D`` its distance to the nearest candidate so far, ``phi`` the potential
+  ``sum w * D^2``). Each round keeps at most :func:`round_capacity` rows (a
+  uniform subset of the drawn ones if more were drawn, which the capacity
+  makes rare); its distances come from the assignment op, so no N x L
+  matrix is formed. Each candidate is weighted by the weight of the points
+  nearest to it.
+
+  Returns ``(candidates float32[C, D], weights float32[C])`` with ``C = 1 +
+  rounds * capacity``; unused slots are zero rows of weight 0.
+  """
+  seed_metric = "cosine" if metric == "cosine" else "sqeuclidean"
+  n, d = x.shape
+  w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  w, _, x_safe = usable_rows(x, w)
+  ell = float(oversampling_factor) * k
+  cap = round_capacity(ell, n * combine.n_blocks)
+  cap_local = min(cap, n)
+  total = 1 + rounds * cap
+  key0, key_rounds = jax.random.split(key)
+
+  def nearest_of(rows):
+    return assign_op.assign(x_safe, rows, seed_metric, impl, precision, config)
+
+  s0, i0 = draw_proportional(key0, w, 1, combine)
+  first = gather_rows(s0, i0, x_safe, combine)
+  # NaN slots win no point in the assignment op until a round fills them.
+  cand = jnp.full((total, d), jnp.nan, jnp.float32).at[0].set(first[0])
+  _, closest = nearest_of(first)
+  nearest = jnp.zeros((n,), jnp.int32)
+
+  def round_(r, carry):
+    cand, closest, nearest = carry
+    kr = jax.random.fold_in(jax.random.fold_in(key_rounds, r), combine.block_index())
+    k_draw, k_keep = jax.random.split(kr)
+    wd = w * closest
+    phi = combine.sum(jnp.sum(wd))
+    p = jnp.where(phi > 0, jnp.minimum(1.0, ell * wd / jnp.where(phi > 0, phi, 1.0)), 0.0)
+    drawn = jax.random.uniform(k_draw, (n,)) < p
+    # A random priority among the drawn rows: the capacity keeps a uniform
+    # subset of them, over all blocks.
+    prio = jnp.where(drawn, jax.random.uniform(k_keep, (n,)), -jnp.inf)
+    vals, idx = lax.top_k(prio, cap_local)
+    gvals = combine.gather(vals).reshape(-1)
+    top, win = lax.top_k(gvals, cap)
+    rows = gather_rows(win // cap_local, idx[win % cap_local], x_safe, combine)
+    rows = jnp.where((top > -jnp.inf)[:, None], rows, jnp.nan)
+    cand = lax.dynamic_update_slice(cand, rows, (1 + r * cap, 0))
+    lab, dist = nearest_of(rows)
+    closer = dist < closest
+    return (cand, jnp.where(closer, dist, closest),
+            jnp.where(closer, 1 + r * cap + lab, nearest))
+
+  cand, _, nearest = lax.fori_loop(0, rounds, round_, (cand, closest, nearest))
+  cw = combine.sum(jax.ops.segment_sum(w, nearest, num_segments=total))
+  held = jnp.all(jnp.isfinite(cand), axis=-1)
+  return jnp.where(held[:, None], cand, 0.0), jnp.where(held, cw, 0.0)
+
+
+def init_kmeans_parallel(key: jax.Array, x: jax.Array, k: int,
+                         weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
+                         seed: SeedingOptions = SeedingOptions(), precision: Any = None,
+                         impl: str = "xla", config: Any = None,
+                         combine: Combine = LOCAL) -> jax.Array:
+  """k-means|| seeds ``float32[k, D]``: :func:`parallel_candidates`, then
+  weighted greedy k-means++ on the candidates (replicated on every block, so
+  that step needs no communication). Defaults: ``oversampling_factor`` 2
+  (``l = 2k``), 5 rounds, ``n_local_trials`` ``2 + floor(log k)``."""
+  key_c, key_pp = jax.random.split(key)
+  cand, cw = parallel_candidates(
+      key_c, x, k, weights, metric=metric,
+      oversampling_factor=seed.oversampling_factor or 2.0, rounds=seed.init_rounds or 5,
+      impl=impl, precision=precision, config=config, combine=combine)
+  return init_kmeans_plusplus(key_pp, cand, k, cw, metric=metric,
+                              n_local_trials=seed.n_local_trials, precision=precision)
+
+
 def init_centroids(key: jax.Array, x: jax.Array, k: int, init: str,
                    weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
-                   precision: Any = None, combine: Combine = LOCAL) -> jax.Array:
-  """A named seeding strategy (``"random"`` or ``"k-means++"``); ``float32[k, D]``."""
+                   precision: Any = None, combine: Combine = LOCAL,
+                   seed: SeedingOptions = SeedingOptions(), impl: str = "xla",
+                   config: Any = None) -> jax.Array:
+  """A named seeding strategy (``"random"``, ``"k-means++"`` or
+  ``"k-means||"``); ``float32[k, D]``.
+
+  ``seed`` carries ``n_local_trials`` and k-means||' ``oversampling_factor``
+  and ``init_rounds``; ``impl``/``config`` run k-means||' distance passes
+  through the assignment op (its rounds compare all N points with thousands
+  of candidates, too many for a dense matrix).
+  """
   if init == "random":
     return init_random(key, x, k, weights, combine=combine)
-  return init_kmeans_plusplus(key, x, k, weights, metric=metric, precision=precision,
+  if init == "k-means||":
+    return init_kmeans_parallel(
+        key, x, k, weights, metric=metric, seed=seed, precision=precision, impl=impl,
+        config=config, combine=combine)
+  return init_kmeans_plusplus(key, x, k, weights, metric=metric,
+                              n_local_trials=seed.n_local_trials, precision=precision,
                               combine=combine)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["sort_by_label"]
+__all__ = ["sort_by_label", "cluster_segments"]
 
 
 def _bits(v: int) -> int:
@@ -102,3 +102,23 @@ def sort_by_label(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     ``perm int32[N]`` and the sorted labels ``int32[N]``.
   """
   return _label_sorter(int(k))(labels.astype(jnp.int32))
+
+
+def cluster_segments(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(order, offsets, sizes)``: the inverse map of a labelling, from one
+  stable sort (:func:`sort_by_label`; batches through its flat sort).
+
+  Args:
+    labels: ``int32[N]`` in ``[0, k)``.
+    k: number of clusters.
+
+  Returns:
+    ``order int32[N]`` (cluster ``j``'s points are ``order[offsets[j]:
+    offsets[j + 1]]``, ascending), ``offsets int32[k + 1]`` (``offsets[k] ==
+    N``) and ``sizes int32[k]``. The offsets are binary searches of the sorted
+    labels (O(k log N)), so nothing but the sort touches all N labels.
+  """
+  order, sorted_labels = sort_by_label(labels, k)
+  offsets = jnp.searchsorted(sorted_labels, jnp.arange(k + 1, dtype=jnp.int32),
+                             side="left").astype(jnp.int32)
+  return order, offsets, offsets[1:] - offsets[:-1]
