@@ -1,42 +1,41 @@
-"""GPU benchmark of out-of-core k-means (``fk.kmeans_streaming``).
+"""GPU benchmark of out-of-core k-means as users call it (``fk.kmeans_streaming``).
 
-Data live in host memory; every Lloyd iteration streams the non-resident part
-to the GPU. Reported per configuration (dtype x method x budget), all through
-the public call:
+Data live in host memory (or a memory-mapped file); every Lloyd iteration
+streams the non-resident part to the GPU. Everything goes through the public
+call, with an explicit init and ``tol=0`` (so every call runs its iterations):
 
-* ``ms_per_iter``: the marginal iteration, ``(t(1 + iters) - t(1)) / iters``
-  of two synchronised ``kmeans_streaming`` calls (``tol=0``, explicit init)
-  after a warm-up of each, so set-up, loading the resident part, the first
-  pass (page-locking for ``pinned_cache``) and the final assignment cancel;
-* ``streamed_gb``: bytes crossing the host link per iteration (the data less
-  the budget: exact when the budget is whole chunks), and the achieved rate;
-* ``transfer_ms_est``: those bytes at the plain ``device_put`` bandwidth
-  measured below (pinned or pageable, whichever the method uses);
-* ``compute_ms``: the same iteration with all the data resident (no
-  transfers), and ``bound_ms = max(transfer_ms_est, compute_ms)`` with
-  ``bound / actual`` (1.0 = perfect overlap).
+* ``cold``: the first call of the process for a dtype (8 iterations, the
+  default ``method="auto"``, nothing resident): compilation, the probe of
+  ``auto``, first touch, pinning and the final pass all included;
+* per configuration (method x resident share), two whole calls of 2 and 8
+  iterations in a warm process: ``call8_s`` is what a user waits for an
+  8-iteration call (every fixed cost included) and ``steady_ms_per_iter``
+  the marginal iteration ``(t8 - t2) / 6``; ``fixed_s = t8 - 8 * steady``;
+  for ``auto`` also the method it chose and the probe's figures (its
+  ``verbose`` line);
+* ``mmap``: the auto, pure-streaming call on a memory-mapped file written
+  to ``--mmap-dir`` (local disk; the file is in the page cache after being
+  written, as for a file read once before);
+* ``official``: ``kmeans_largeN`` of the official flash-kmeans (optional
+  import), on a pinned copy of the same data (its best case; pinning is
+  timed apart): a cold first call, then calls of 2 and 8 iterations.
+  ``ratio`` rows divide the official's times by ours.
 
-Host-to-device bandwidth: a plain ``jax.device_put`` of ``--bw-gib`` of
-pageable NumPy memory, and of a pinned-host JAX array (plus the time to copy
-NumPy into pinned memory).
+Rows whose estimate (from the rows already measured) exceeds ``--row-cap-s``,
+or that would start after ``--budget-s``, are recorded as skipped. Results
+are written after every row.
 
-The official flash-kmeans ``kmeans_largeN`` (PyTorch/Triton) runs first, on the
-same host data, if ``flash_kmeans`` imports; its signature is inspected and
-only known keywords are passed; failures are recorded, never fatal.
-
-  python benchmarks/bench_streaming.py --n-log2 22 --out /tmp/small.json   # smoke
-  python benchmarks/bench_streaming.py              # streaming_<dtypes>_<card>_<date>.json
-
-Results are written after every configuration, so a run cut short keeps what
-it measured.
+  python benchmarks/bench_streaming.py --n-log2 22 --k 1024 --out /tmp/small.json  # smoke
+  python benchmarks/bench_streaming.py --out /tmp/streaming.json   # H200: ~6 min
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import inspect
-import json
+import io
 import os
 import sys
 import time
@@ -51,94 +50,99 @@ import jax  # noqa: E402
 import flashkmeans_jax as fk  # noqa: E402
 
 GIB = harness.GIB
-PINNED_METHODS = ("pinned", "pinned_cache")
+SHORT, LONG = 2, 8  # iterations of the two timed calls
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--n-log2", type=int, default=26, help="N = 2**n_log2 points")
+  p.add_argument("--n-log2", type=int, default=25, help="N = 2**n_log2 points")
   p.add_argument("--d", type=int, default=128)
   p.add_argument("--k", type=int, default=8192)
   p.add_argument("--dtypes", default="float16,float32")
-  p.add_argument("--methods", default="device_put,pinned,io_callback,pinned_cache",
-                 help="methods timed with budget 0 (pure streaming)")
-  p.add_argument("--budgets", default="0.5,1.0",
-                 help="fractions of the data kept resident, timed with --budget-method")
-  p.add_argument("--budget-method", default="device_put")
-  p.add_argument("--chunk-rows", type=int, default=None,
-                 help="rows per chunk (default: the library's)")
-  p.add_argument("--iters", type=int, default=3, help="iterations of the marginal")
-  p.add_argument("--reps", type=int, default=1, help="timed calls of each length (median)")
-  p.add_argument("--impl", default=None, help="None (auto), xla or pallas")
-  p.add_argument("--precision", default=None)
-  p.add_argument("--bw-gib", type=float, default=2.0, help="size of the bandwidth test")
-  p.add_argument("--no-official", action="store_true", help="skip flash_kmeans.kmeans_largeN")
-  p.add_argument("--official-pinned", action="store_true",
-                 help="also time kmeans_largeN on a pinned copy of the data")
-  p.add_argument("--official-pinned-only", action="store_true",
-                 help="time kmeans_largeN only on the pinned copy (the pageable run "
-                      "takes 2-5 s per iteration)")
-  p.add_argument("--no-compute", action="store_true",
-                 help="skip the all-resident (compute only) configuration")
-  p.add_argument("--end-to-end", action="store_true",
-                 help="also time one kmeans_streaming call (max_iter=--iters, tol=0)")
+  p.add_argument("--precision", default="F16_F16_F32", help="'none': the library's default")
+  p.add_argument("--methods", default="auto,device_put,pinned_cache",
+                 help="methods timed at every resident share")
+  p.add_argument("--resident", default="0,0.5", help="shares of the data kept resident")
+  p.add_argument("--chunk-rows", type=int, default=None, help="default: the library's")
+  p.add_argument("--impl", default=None)
+  p.add_argument("--no-official", action="store_true")
+  p.add_argument("--no-mmap", action="store_true")
+  p.add_argument("--mmap-dir", default="/tmp", help="local disk for the memory-mapped row")
+  p.add_argument("--row-cap-s", type=float, default=60.0, help="skip rows estimated longer")
+  p.add_argument("--budget-s", type=float, default=420.0, help="start no row after this")
   p.add_argument("--out", default=None, help="default: streaming_<dtypes>_<card>_<date>.json")
   return p.parse_args(argv)
 
 
-def bandwidth(x: np.ndarray, gib: float, device) -> dict:
-  """Plain host-to-device copies of the first ``gib`` GiB of ``x``."""
-  rows = max(1, min(x.shape[0], int(gib * GIB) // x[0].nbytes))
-  block = np.ascontiguousarray(x[:rows])
-  dev = jax.sharding.SingleDeviceSharding(device)
-  rec = {"bytes": block.nbytes}
-  t = harness.samples_s(lambda: jax.block_until_ready(jax.device_put(block, dev)), 3)
-  rec.update(pageable_s=t, pageable_gbps=block.nbytes / min(t) / 1e9)
-  try:
-    pin = jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
-    t_pin = harness.samples_s(lambda: jax.block_until_ready(jax.device_put(block, pin)), 3)
-  except Exception as e:  # noqa: BLE001 -- no pinned host memory on this backend
-    rec["pinned"] = f"unavailable: {type(e).__name__}: {e}"[:200]
-    return rec
-  pinned = jax.block_until_ready(jax.device_put(block, pin))
-  t = harness.samples_s(lambda: jax.block_until_ready(jax.device_put(pinned, dev)), 3)
-  rec.update(to_pinned_s=t_pin, to_pinned_gbps=block.nbytes / min(t_pin) / 1e9,
-             pinned_s=t, pinned_gbps=block.nbytes / min(t) / 1e9)
-  return rec
+class Clock:
+  """Time since the start, the session budget and the per-row cap."""
+
+  def __init__(self, args):
+    self.t0, self.budget, self.cap = time.perf_counter(), args.budget_s, args.row_cap_s
+
+  def skip(self, estimate_s: float | None) -> str | None:
+    if time.perf_counter() - self.t0 > self.budget:
+      return f"skipped: session budget {self.budget:.0f} s spent"
+    return None if estimate_s is None else harness.over_cap(estimate_s, self.cap)
 
 
-def streaming_runner(x, c0, args, method, budget_bytes, device):
-  """``run(iters)``: one synchronised ``kmeans_streaming`` call of ``iters``."""
-  def run(iters):
-    r = fk.kmeans_streaming(jax.random.key(0), x, c0.shape[0], init=c0, max_iter=iters,
-                            tol=0.0, impl=args.impl, precision=args.precision,
-                            chunk_size=args.chunk_rows, device_budget_bytes=budget_bytes,
-                            method=method, check_finite=False, device=device)
-    jax.block_until_ready(r.centroids)
-    if int(r.n_iter) != iters:
-      raise RuntimeError(f"stopped early: n_iter {int(r.n_iter)} != {iters}")
-    return r
-  return run
-
-
-def time_config(x, c0, args, method, budget_bytes, device) -> dict:
-  rec = {"kind": "config", "method": method, "budget_bytes": int(budget_bytes),
-         "chunk_rows": args.chunk_rows,
-         "streamed_gb": max(0, x.nbytes - budget_bytes) / 1e9}
-  run = streaming_runner(x, c0, args, method, budget_bytes, device)
-  short, long = harness.run_samples(run, 1, 1 + args.iters, args.reps)
-  rec.update(one_iter_call_s=short, n_iter_call_s=long)
-  secs = (float(np.median(long)) - float(np.median(short))) / args.iters
-  rec["ms_per_iter"] = 1e3 * secs
-  rec["achieved_gbps"] = rec["streamed_gb"] / secs if secs > 0 else None
-  return rec
-
-
-def end_to_end(x, c0, args, device) -> dict:
+def call(x, c0, args, iters: int, method="auto", budget=0, verbose=False):
+  """One synchronised ``kmeans_streaming`` call; returns (seconds, result)."""
   t0 = time.perf_counter()
-  res = streaming_runner(x, c0, args, "auto", 0, device)(args.iters)
-  return {"kind": "end_to_end", "wall_s": time.perf_counter() - t0,
-          "n_iter": int(res.n_iter), "inertia": float(res.inertia)}
+  r = fk.kmeans_streaming(jax.random.key(0), x, c0.shape[0], init=c0, max_iter=iters,
+                          tol=0.0, impl=args.impl, precision=args.precision,
+                          chunk_size=args.chunk_rows, device_budget_bytes=int(budget),
+                          method=method, check_finite=False, verbose=verbose)
+  jax.block_until_ready(r.centroids)
+  secs = time.perf_counter() - t0
+  if int(r.n_iter) != iters:
+    raise RuntimeError(f"stopped early: n_iter {int(r.n_iter)} != {iters}")
+  return secs, r
+
+
+def cold_call(x, c0, args) -> dict:
+  """The first call for this dtype (compiles; the first of the process also
+  starts the backend and runs auto's probe)."""
+  return {"call8_s": call(x, c0, args, LONG)[0]}
+
+
+def verbose_line(x, c0, args, budget) -> str:
+  """The ``verbose`` line of an auto call saying which method and why."""
+  buf = io.StringIO()
+  with contextlib.redirect_stderr(buf):
+    call(x, c0, args, 1, "auto", budget, verbose=True)
+  return next((ln.strip() for ln in buf.getvalue().splitlines() if "method=" in ln), "")
+
+
+def whole_calls(x, c0, args, method, budget) -> dict:
+  t_short, _ = call(x, c0, args, SHORT, method, budget)
+  t_long, _ = call(x, c0, args, LONG, method, budget)
+  steady = (t_long - t_short) / (LONG - SHORT)
+  rec = {"call2_s": t_short, "call8_s": t_long, "steady_ms_per_iter": 1e3 * steady,
+         "fixed_s": t_long - LONG * steady}
+  streamed = max(0, x.nbytes - int(budget))
+  if steady > 0 and streamed:
+    rec["steady_h2d_gbps"] = streamed / steady / 1e9
+  if method == "auto":
+    rec["auto_says"] = verbose_line(x, c0, args, budget)
+  return rec
+
+
+def mmap_row(x, c0, args) -> dict:
+  path = os.path.join(args.mmap_dir, f"fk_bench_{os.getpid()}.bin")
+  t0 = time.perf_counter()
+  mm = np.memmap(path, x.dtype, mode="w+", shape=x.shape)
+  mm[:] = x
+  mm.flush()
+  del mm
+  rec = {"write_s": time.perf_counter() - t0, "path": path}
+  try:
+    xm = np.memmap(path, x.dtype, mode="r", shape=x.shape)
+    rec["call8_s"], _ = call(xm, c0, args, LONG)
+    del xm
+  finally:
+    os.remove(path)
+  return rec
 
 
 def find_official():
@@ -151,118 +155,133 @@ def find_official():
   return None, "; ".join(errors)
 
 
-def official(x, c0, args, pinned: bool) -> dict:
-  rec = {"kind": "official", "pinned": pinned}
+def official(x, c0, args) -> dict:
+  """kmeans_largeN on a pinned copy: cold call, then 2- and 8-iteration calls."""
   fn, err = find_official()
   if fn is None:
-    return dict(rec, error=err)
+    return {"error": err}
+  rec = {}
   try:
     import torch
     sig = inspect.signature(fn)
     rec.update(torch=torch.__version__, signature=str(sig))
-    xt = torch.from_numpy(x)
-    if pinned:
-      t0 = time.perf_counter()
-      xt = xt.pin_memory()
-      rec["pin_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    xt = torch.from_numpy(x).pin_memory()
+    rec["pin_s"] = time.perf_counter() - t0
     wanted = {"tol": 0.0, "BLOCK_N": args.chunk_rows, "device": torch.device("cuda:0"),
               "verbose": False, "init_centroids": torch.from_numpy(c0).to(xt.dtype)}
     kw = {key: v for key, v in wanted.items() if key in sig.parameters and v is not None}
     rec["kwargs"] = sorted(kw)
 
     def run(iters):
+      t = time.perf_counter()
       fn(xt, c0.shape[0], max_iters=iters, **kw)
       torch.cuda.synchronize()
+      return time.perf_counter() - t
 
-    short, long = harness.run_samples(run, 1, 1 + args.iters, args.reps)
-    rec.update(one_iter_call_s=short, n_iter_call_s=long,
-               ms_per_iter=1e3 * (float(np.median(long)) - float(np.median(short))) / args.iters)
+    rec["cold_call8_s"] = run(LONG)
+    rec["call2_s"], rec["call8_s"] = run(SHORT), run(LONG)
+    steady = (rec["call8_s"] - rec["call2_s"]) / (LONG - SHORT)
+    rec.update(steady_ms_per_iter=1e3 * steady, fixed_s=rec["call8_s"] - LONG * steady)
   except Exception as e:  # noqa: BLE001
     rec["error"] = f"{type(e).__name__}: {e}"
     rec["traceback"] = traceback.format_exc(limit=5)
   finally:
     gc.collect()
-    try:
+    with contextlib.suppress(Exception):
       import torch
       torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-      pass
   return rec
-
-
-def annotate(rec: dict, bw: dict, compute_ms: float | None) -> None:
-  """Adds the transfer estimate and the max(transfer, compute) bound."""
-  if "ms_per_iter" not in rec:
-    return
-  pinned = rec["method"] in PINNED_METHODS
-  gbps = bw.get("pinned_gbps" if pinned else "pageable_gbps") or bw.get("pageable_gbps")
-  if gbps:
-    rec["transfer_ms_est"] = 1e3 * rec["streamed_gb"] / gbps
-    if compute_ms is not None:
-      rec["compute_ms"] = compute_ms
-      rec["bound_ms"] = max(rec["transfer_ms_est"], compute_ms)
-      rec["bound_over_actual"] = rec["bound_ms"] / rec["ms_per_iter"]
 
 
 def guarded(fn, *args, **base):
   try:
-    return fn(*args)
-  except Exception as e:  # noqa: BLE001 -- e.g. out of device memory: a result
+    return dict(base, **fn(*args))
+  except Exception as e:  # noqa: BLE001 -- e.g. out of memory: a result
     return dict(base, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
+
+
+def ratios(rows: list, dtype: str) -> list:
+  """official / ours for the same dtype: whole 8-iteration calls, steady
+  iterations and cold calls."""
+  off = next((r for r in rows if r.get("kind") == "official" and r.get("dtype") == dtype
+              and "call8_s" in r), None)
+  if off is None:
+    return []
+  out = []
+  for r in rows:
+    if r.get("dtype") != dtype or r.get("kind") not in ("config", "cold", "mmap"):
+      continue
+    rec = {"kind": "ratio", "dtype": dtype, "of": r["kind"], "method": r.get("method"),
+           "resident": r.get("resident")}
+    if r["kind"] == "cold" and "call8_s" in r:
+      rec["official_cold_over_ours"] = off["cold_call8_s"] / r["call8_s"]
+    elif "call8_s" in r:
+      rec["official_call8_over_ours"] = off["call8_s"] / r["call8_s"]
+      if r.get("steady_ms_per_iter"):
+        rec["official_steady_over_ours"] = off["steady_ms_per_iter"] / r["steady_ms_per_iter"]
+    if len(rec) > 5:
+      out.append(rec)
+  return out
 
 
 def main(argv=None):
   args = parse_args(argv)
+  if args.precision.lower() == "none":
+    args.precision = None
+  clock = Clock(args)
   n, d, k = 2 ** args.n_log2, args.d, args.k
   dtypes = [np.dtype(t) for t in args.dtypes.split(",")]
-  # Phase 1, before JAX touches the GPU: the official PyTorch code. JAX
-  # preallocates most of the GPU memory when its backend starts, so the order
-  # matters (torch's cache is emptied before phase 2).
+  shares = [float(s) for s in args.resident.split(",") if s]
+  methods = [m for m in args.methods.split(",") if m]
+  # Phase 1, before JAX takes the GPU (it preallocates most of its memory
+  # when the backend starts): the official PyTorch code, then its cache is
+  # emptied. The data are regenerated identically in phase 2 (same seed).
   early = []
   if not args.no_official:
     for dtype in dtypes:
       x = harness.host_normal(n, d, dtype)
-      c0 = harness.host_seeds(x, k)
-      pins = [True] if args.official_pinned_only else [False] + (
-          [True] if args.official_pinned else [])
-      for pinned in pins:
-        early.append(dict(official(x, c0, args, pinned), dtype=dtype.name))
-        print(json.dumps(early[-1], default=str), flush=True)
+      early.append(dict(official(x, harness.host_seeds(x, k), args), kind="official",
+                        dtype=dtype.name))
       del x
       gc.collect()
-  device = jax.devices()[0]
   out = harness.Results(args.out or harness.result_name(
       "streaming", "-".join(t.name for t in dtypes)), n=n, d=d, k=k, dtypes=args.dtypes,
-      args=vars(args))
+      precision=args.precision, args=vars(args))
   for rec in early:
     out.add(rec)
   for dtype in dtypes:
     t0 = time.perf_counter()
     x = harness.host_normal(n, d, dtype)
+    c0 = harness.host_seeds(x, k)
     base = dict(dtype=dtype.name, n=n, d=d, k=k)
     out.add(dict(base, kind="data", data_gb=x.nbytes / 1e9, gen_s=time.perf_counter() - t0))
-    c0 = harness.host_seeds(x, k)
-    bw = out.add(dict(base, kind="bandwidth", **guarded(bandwidth, x, args.bw_gib, device)))
-    compute_ms = None
-    if not args.no_compute:
-      rec = out.add(dict(base, what="all resident (compute only)", **guarded(
-          time_config, x, c0, args, "device_put", x.nbytes, device, kind="config",
-          method="device_put")))
-      compute_ms = rec.get("ms_per_iter")
-    grid = [(m, 0.0) for m in args.methods.split(",") if m]
-    grid += [(args.budget_method, float(f)) for f in args.budgets.split(",") if f]
-    for method, frac in grid:
-      budget = int(frac * x.nbytes)
-      rec = dict(base, budget_fraction=frac, **guarded(
-          time_config, x, c0, args, method, budget, device, kind="config", method=method,
-          budget_bytes=budget))
-      annotate(rec, bw, compute_ms)
+    cold = out.add(guarded(cold_call, x, c0, args, **base, kind="cold", method="auto",
+                           resident=0.0))
+    per_iter = cold.get("call8_s", args.row_cap_s) / LONG  # an upper bound to start with
+    for share in shares:
+      for method in methods:
+        row = dict(base, kind="config", method=method, resident=share)
+        # device_put streams from pageable memory, up to ~2x slower per pass.
+        slow = 2.0 if method == "device_put" else 1.0
+        note = clock.skip((SHORT + LONG + 1) * per_iter * slow)
+        if note:
+          out.add(dict(row, note=note))
+          continue
+        rec = out.add(guarded(whole_calls, x, c0, args, method, share * x.nbytes, **row))
+        if rec.get("steady_ms_per_iter", 0) > 0 and method != "device_put":
+          per_iter = max(rec["steady_ms_per_iter"] / 1e3, rec["call8_s"] / LONG)
+        gc.collect()
+    if not args.no_mmap and dtype == dtypes[0]:
+      note = clock.skip(LONG * per_iter + x.nbytes / (0.5 * GIB))  # + writing at >= 0.5 GiB/s
+      out.add(dict(base, kind="mmap", method="auto", resident=0.0, note=note) if note else
+              guarded(mmap_row, x, c0, args, **base, kind="mmap", method="auto",
+                      resident=0.0))
+    for rec in ratios(out.rows, dtype.name):
       out.add(rec)
-      gc.collect()
-    if args.end_to_end:
-      out.add(dict(base, **guarded(end_to_end, x, c0, args, device, kind="end_to_end")))
     del x
     gc.collect()
+  out.add({"kind": "session", "wall_s": time.perf_counter() - clock.t0})
   print(f"wrote {out.path}", flush=True)
 
 

@@ -43,11 +43,65 @@ from flashkmeans_jax.core import validation
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.drivers.streaming import driver
 from flashkmeans_jax.drivers.streaming import host_seeding
-from flashkmeans_jax.drivers.streaming.host_io import HostSource, StreamingReadError
+from flashkmeans_jax.drivers.streaming import probe
+from flashkmeans_jax.drivers.streaming.host_io import (HostSource, StreamingReadError,
+                                                       pinned_bytes_held, release_kept_pinned)
 from flashkmeans_jax.drivers.streaming.passes import StepOptions
-from flashkmeans_jax.drivers.streaming.plan import METHODS, plan_for, resolve_method
+from flashkmeans_jax.drivers.streaming.plan import METHODS, choose_method, plan_for
+from flashkmeans_jax.drivers.streaming.sharded import row_ranges
 
-__all__ = ["kmeans_streaming", "assign_streaming", "StreamingReadError", "METHODS"]
+__all__ = ["kmeans_streaming", "assign_streaming", "StreamingReadError", "METHODS",
+           "release_pinned_memory", "pinned_memory_held", "transfer_rates"]
+
+
+def release_pinned_memory() -> int:
+  """Frees the pinned host copies kept by ``keep_pinned=True`` runs; returns
+  how many bytes that was."""
+  return release_kept_pinned()
+
+
+def pinned_memory_held() -> int:
+  """Bytes of pinned host memory the streaming calls hold right now (runs in
+  progress and copies kept by ``keep_pinned=True``); 0 after every call
+  without ``keep_pinned`` has returned, also after an interrupt."""
+  return pinned_bytes_held()
+
+
+def transfer_rates(device: Any = None) -> probe.Rates:
+  """The host-to-device rates ``method="auto"`` measures on ``device``
+  (default ``jax.devices()[0]``), once per process: pageable
+  ``device_put``, NumPy into pinned memory, pinned to device (GB/s)."""
+  return probe.measured(device or jax.devices()[0])
+
+
+def _devices(device: Any, devices: Any) -> list:
+  """The devices of a run, in row order."""
+  if devices is None:
+    return [device or jax.devices()[0]]
+  if device is not None:
+    raise ValueError("pass either device= or devices=, not both")
+  devs = list(devices)
+  if not devs or not all(isinstance(d, jax.Device) for d in devs):
+    raise TypeError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
+  if len(set(devs)) != len(devs):
+    raise ValueError("devices must not repeat a device")
+  if any(d.process_index != jax.process_index() for d in devs):
+    raise ValueError("devices must all belong to this process (one host)")
+  return devs
+
+
+def _setup(src: HostSource, weighted: bool, chunk_size, budget, device, devices, method,
+           passes: int, keep_pinned: bool, verbose: bool) -> driver.Setup:
+  """Per-device plans over contiguous row ranges, and the transfer method
+  (``auto``: chosen for the first device, see ``plan.choose_method``)."""
+  devs = _devices(device, devices)
+  n, d = src.shape
+  plans = [plan_for((b - a, d), src.dtype.itemsize, weighted, chunk_size, budget, dev)
+           for (a, b), dev in zip(row_ranges(n, len(devs)), devs)]
+  row_bytes = d * src.dtype.itemsize + (4 if weighted else 0)
+  choice = choose_method(method, plans[0], row_bytes, devs[0], passes=passes)
+  return driver.Setup(devs, plans, choice.method, bool(keep_pinned),
+                      choice.describe() if verbose else None)
 
 
 def _check_out(out: Any, n: int, name: str, kind: str) -> None:
@@ -98,7 +152,8 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
                      verbose: bool = False, labels_out: Any = None, dist_out: Any = None,
                      method: str = "auto", init_sample_size: int | None = None,
                      check_finite: bool = True, config: Any = None,
-                     device: Any = None) -> KMeansResult:
+                     device: Any = None, devices: Any = None,
+                     keep_pinned: bool = False) -> KMeansResult:
   """Exact k-means (Lloyd) on host data streamed to the device in chunks.
 
   Same iteration, stopping rule, restarts and final assignment as
@@ -150,6 +205,16 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
       ``kmeans``), and after the first pass if any point does (found during
       that pass, so no extra read of the data).
     device: the device to run on (default ``jax.devices()[0]``).
+    devices: instead of ``device``, several devices of this host: the rows
+      split into one contiguous range per device, each device streams its
+      own range (its own ``device_budget_bytes`` and chunks) and the
+      statistics are merged with a ``psum`` after every pass; same result as
+      one device up to the float32 rounding of the sums.
+    keep_pinned: keep the ``pinned_cache`` copies after the call, so that a
+      later call on the same host array(s), chunking and device starts with
+      them (no page-locking); free them with :func:`release_pinned_memory`.
+      The data must not change in between. Default: freed when the call
+      returns (or is interrupted).
 
   Returns:
     :class:`KMeansResult` whose ``labels`` is a host NumPy ``int32[N]``
@@ -176,13 +241,11 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
   sample = validation.check_optional_positive_int(init_sample_size, "init_sample_size")
   _check_out(labels_out, n, "labels_out", "i")
   _check_out(dist_out, n, "dist_out", "f")
-  device = device or jax.devices()[0]
-  plan = plan_for(src.shape, src.dtype.itemsize, wsrc is not None, chunk_size,
-                  _budget(device_budget_bytes), device)
   passes = opts.n_init * opts.max_iter + (opts.n_init if opts.n_init > 1 else 0) + 1
-  method = resolve_method(method, plan, src.dtype.itemsize, device, passes=passes)
+  setup = _setup(src, wsrc is not None, chunk_size, _budget(device_budget_bytes), device,
+                 devices, method, passes, keep_pinned, opts.verbose)
   return driver.run_kmeans(
-      key, src, wsrc, plan, opts, init_array, method=method, device=device,
+      key, src, wsrc, setup, opts, init_array,
       sample_size=sample or host_seeding.default_sample_size(opts.k),
       check_finite=bool(check_finite), labels_out=labels_out, dist_out=dist_out)
 
@@ -192,7 +255,7 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
                      impl: str | None = None, precision: Any = None,
                      labels_out: Any = None, dist_out: Any = None, method: str = "auto",
                      verbose: bool = False, config: Any = None,
-                     device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                     device: Any = None, devices: Any = None) -> tuple[np.ndarray, np.ndarray]:
   """Nearest centroid of every host row, streamed in chunks.
 
   Args:
@@ -218,10 +281,8 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
   chunk_size = validation.check_optional_positive_int(chunk_size, "chunk_size")
   _check_out(labels_out, n, "labels_out", "i")
   _check_out(dist_out, n, "dist_out", "f")
-  device = device or jax.devices()[0]
-  plan = plan_for(src.shape, src.dtype.itemsize, False, chunk_size,
-                  _budget(device_budget_bytes), device)
-  method = resolve_method(method, plan, src.dtype.itemsize, device, passes=1)
+  setup = _setup(src, False, chunk_size, _budget(device_budget_bytes), device, devices,
+                 method, 1, False, bool(verbose))
   opts = StepOptions(k, metric, impl, precision, config, "keep", min(k, n))
-  return driver.run_assign(src, plan, centroids, opts, method=method, device=device,
-                           verbose=bool(verbose), labels_out=labels_out, dist_out=dist_out)
+  return driver.run_assign(src, setup, centroids, opts, verbose=bool(verbose),
+                           labels_out=labels_out, dist_out=dist_out)

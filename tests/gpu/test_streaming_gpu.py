@@ -99,3 +99,44 @@ def test_estimator_on_gpu():
   np.testing.assert_array_equal(km.predict(x[:1000]), km.labels_[:1000])
   np.testing.assert_allclose(km.transform(x[:10]), np.sqrt(np.maximum(d[:10], 0.0)),
                              rtol=1e-3, atol=1e-3)
+
+
+def test_auto_measures_and_picks_the_fastest_estimate():
+  from flashkmeans_jax.api import streaming as streaming_api
+  from flashkmeans_jax.drivers.streaming import plan, probe
+  rates = streaming_api.transfer_rates()
+  assert rates.pageable_gbs > 0 and rates.pinned_gbs > 0 and rates.pin_gbs > 0
+  p = plan.plan_chunks(2**25, 128, 256, 2**22, 0)
+  dev = jax.devices()[0]
+  for passes in (1, 3, 9, 41):
+    c = plan.choose_method("auto", p, 256, dev, passes=passes)
+    assert c.rates == rates  # measured once per process
+    assert c.estimates_s[c.method] <= min(c.estimates_s.values()) * probe.PINNED_MARGIN
+
+
+def test_one_device_list_equals_device_and_interrupt_frees_pinned_memory(monkeypatch):
+  from flashkmeans_jax.api import streaming as streaming_api
+  from flashkmeans_jax.drivers.streaming.progress import Progress
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(100_000, 32)).astype(np.float16)
+  init = x[:64].astype(np.float32)
+  kw = dict(init=init, max_iter=3, tol=0.0, chunk_size=20_000, device_budget_bytes=0,
+            method="pinned_cache")
+  a = fk.kmeans_streaming(jax.random.key(0), x, 64, **kw)
+  b = fk.kmeans_streaming(jax.random.key(0), x, 64, devices=jax.devices()[:1], **kw)
+  np.testing.assert_array_equal(a.labels, b.labels)
+  np.testing.assert_array_equal(np.asarray(a.centroids), np.asarray(b.centroids))
+  labels = np.full(x.shape[0], -3, np.int32)
+  seen = {"rows": 0}
+  original = Progress.update
+
+  def update(self, rows):
+    seen["rows"] += rows
+    if seen["rows"] > 250_000:  # in the third Lloyd pass... or the labelling pass
+      raise KeyboardInterrupt
+    original(self, rows)
+
+  monkeypatch.setattr(Progress, "update", update)
+  with pytest.raises(KeyboardInterrupt):
+    fk.kmeans_streaming(jax.random.key(0), x, 64, labels_out=labels, **kw)
+  assert np.all(labels == -3) and streaming_api.pinned_memory_held() == 0

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import copy
 import mmap
 import os
+import threading
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
 
 __all__ = ["StreamingReadError", "HostSource", "Prefetcher", "Stager", "STAGINGS",
-           "pinned_available"]
+           "pinned_available", "pinned_bytes_held", "release_kept_pinned"]
 
 # How chunks reach the device: "pageable" hands the NumPy chunk to
 # jax.device_put (the runtime copies it through its own staging buffer);
@@ -88,6 +91,20 @@ class HostSource:
     self.dtype = np.dtype(data.dtype)
     self.out_dtype = np.dtype(dtype) if dtype is not None else self.dtype
     self._mm = _mmap_of(data)
+    self.offset = 0  # first row of `data` this source starts at (see `view`)
+
+  def view(self, start: int, stop: int) -> "HostSource":
+    """Rows ``[start, stop)`` of this source as a source of ``stop - start``
+    rows (nothing is read; errors still name the rows of ``data``)."""
+    out = copy.copy(self)
+    out.offset = self.offset + int(start)
+    out.shape = (int(stop) - int(start), *self.shape[1:])
+    return out
+
+  @property
+  def ident(self) -> tuple[int, int]:
+    """``(id(data), offset)``: which rows of which object this reads."""
+    return id(self.data), self.offset
 
   @property
   def ndim(self) -> int:
@@ -114,6 +131,7 @@ class HostSource:
     Raises :class:`StreamingReadError` naming ``chunk`` and the rows when the
     reader raises, returns the wrong shape, or a memmap's file is too short.
     """
+    start, stop = start + self.offset, stop + self.offset
     try:
       self._check_file(start, stop, chunk)
       arr = np.asarray(self.data[start:stop])
@@ -142,7 +160,7 @@ class HostSource:
     fancy index too (h5py accepts sorted index lists) and fall back to one
     read per row if they refuse it.
     """
-    rows = np.asarray(rows, np.int64)
+    rows = np.asarray(rows, np.int64) + self.offset
     if len(rows) == 0:
       return np.zeros((0, *self.shape[1:]), self.out_dtype)
     lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -156,7 +174,8 @@ class HostSource:
         return np.ascontiguousarray(arr).astype(self.out_dtype, copy=False)
     except Exception:  # readers without fancy indexing: row by row below
       pass
-    return np.concatenate([self.read(int(r), int(r) + 1, chunk=None) for r in rows])
+    return np.concatenate([self.read(int(r) - self.offset, int(r) - self.offset + 1,
+                                     chunk=None) for r in rows])
 
 
 class Prefetcher:
@@ -215,12 +234,46 @@ def pinned_available(device: Any) -> bool:
     return False
 
 
+# Pinned copies kept after a run (``keep_pinned=True``) for the next run over
+# the same host array: key -> (weak references to the arrays, {chunk: copy}).
+_KEPT: dict = {}
+_KEPT_LOCK = threading.Lock()
+_STAGERS: "weakref.WeakSet[Stager]" = weakref.WeakSet()
+
+
+def _nbytes(tree) -> int:
+  return sum(int(a.nbytes) for a in jax.tree.leaves(tree))
+
+
+def pinned_bytes_held() -> int:
+  """Bytes of pinned host copies this library holds now: the caches of runs
+  in progress and the copies kept by ``keep_pinned=True``."""
+  with _KEPT_LOCK:
+    kept = sum(_nbytes(list(c.values())) for _, c in _KEPT.values())
+  return kept + sum(_nbytes(list(s._cache.values())) for s in list(_STAGERS))
+
+
+def release_kept_pinned() -> int:
+  """Frees every pinned copy kept by ``keep_pinned=True``; returns the bytes."""
+  with _KEPT_LOCK:
+    freed = sum(_nbytes(list(c.values())) for _, c in _KEPT.values())
+    _KEPT.clear()
+  return freed
+
+
+def _alive(refs, objs) -> bool:
+  return all(r() is o for r, o in zip(refs, objs))
+
+
 class Stager:
   """Moves host chunks onto ``device`` according to ``staging`` (see
   :data:`STAGINGS`); falls back to ``"pageable"`` where the backend has no
   pinned host memory."""
 
-  def __init__(self, device: Any, staging: str):
+  def __init__(self, device: Any, staging: str, keep: tuple | None = None):
+    """``keep``: ``(key, objects)`` naming the host arrays being staged
+    (:meth:`clear` may keep the pinned cache under ``key`` for a later run
+    over the same objects, which then starts from it)."""
     if staging not in STAGINGS:
       raise ValueError(f"staging must be one of {STAGINGS}, got {staging!r}")
     if staging != "pageable" and not pinned_available(device):
@@ -231,18 +284,50 @@ class Stager:
     self._pinned = (jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
                     if staging != "pageable" else None)
     self._cache: dict[Any, Any] = {}
+    self._locks: dict[Any, threading.Lock] = {}
+    self._locks_lock = threading.Lock()
+    self._keep = keep
+    if staging == "pinned_cache" and keep is not None:
+      with _KEPT_LOCK:
+        kept = _KEPT.pop(keep[0], None)
+      if kept is not None and _alive(kept[0], keep[1]):
+        self._cache = kept[1]
+    _STAGERS.add(self)
+
+  @property
+  def cached_chunks(self) -> int:
+    """Chunks whose pinned copy is held (kept from a previous run included)."""
+    return len(self._cache)
 
   def put(self, key: Any, host: Callable[[], Any]) -> Any:
     """Device copy of ``host()`` (a pytree of NumPy arrays); ``key`` names the
     chunk for the pinned cache."""
     if self.staging == "pageable":
       return jax.device_put(host(), self._on_device)
-    pinned = self._cache.get(key)
-    if pinned is None:
-      pinned = jax.device_put(host(), self._pinned)
-      if self.staging == "pinned_cache":
+    if self.staging == "pinned":
+      return jax.device_put(jax.device_put(host(), self._pinned), self._on_device)
+    with self._locks_lock:
+      lock = self._locks.setdefault(key, threading.Lock())
+    # The prefetcher may start the next pass's load of a chunk while this
+    # pass's load of it is still running: the second waits for the first's
+    # copy instead of reading and pinning the chunk again.
+    with lock:
+      pinned = self._cache.get(key)
+      if pinned is None:
+        pinned = jax.device_put(host(), self._pinned)
         self._cache[key] = pinned
     return jax.device_put(pinned, self._on_device)
 
-  def clear(self) -> None:
-    self._cache.clear()
+  def clear(self, keep: bool = False) -> None:
+    """Drops the pinned copies, or with ``keep`` (and a ``keep`` key given at
+    construction, and host arrays that can be weakly referenced) hands them
+    to the process-wide store for the next run over the same arrays."""
+    cache, self._cache = self._cache, {}
+    if keep and cache and self._keep is not None:
+      key, objs = self._keep
+      try:
+        refs = [weakref.ref(o) for o in objs]
+      except TypeError:  # an object without weak references: cannot tell it is the same
+        return
+      with _KEPT_LOCK:
+        _KEPT[key] = (refs, cache)

@@ -75,6 +75,7 @@ class IoSession:
       return zeros()
     if nxt is not None:
       self.ahead[nxt] = self.pool.submit(self.load, nxt)
+    self.progress.transferred(sum(a.nbytes for a in out if a is not None))
     self.progress.update(out[0].shape[0])
     return out
 

@@ -13,23 +13,20 @@ import os
 from typing import Any
 
 from flashkmeans_jax.core import validation
+from flashkmeans_jax.drivers.streaming import probe
 from flashkmeans_jax.drivers.streaming.host_io import pinned_available
 
 __all__ = ["Plan", "plan_chunks", "plan_for", "default_chunk_bytes", "default_budget",
-           "free_device_bytes", "METHODS", "resolve_method", "PREFETCH_DEPTH"]
+           "free_device_bytes", "METHODS", "choose_method", "resolve_method",
+           "PREFETCH_DEPTH", "available_host_bytes"]
 
 METHODS = ("auto", "device_put", "pinned", "pinned_cache", "io_callback")
-# What "auto" means, from the benchmark on an H200 (benchmarks/RESULTS.md;
-# N=2^26, D=128, K=8192, float16, nothing resident): device_put 514 ms/iter
-# (33 GB/s over PCIe from pageable memory, four chunks in flight), pinned
-# 550 ms, io_callback 2950 ms (5.8 GB/s), pinned_cache 323 ms (53 GB/s after
-# the first pass). The cache's first pass is slow (7.3 s: page-locking 16 GiB
-# of host memory), so it pays off only after ~35 passes; "auto" takes it when
-# at least PINNED_CACHE_MIN_PASSES passes may run and it fits in host memory,
-# else device_put (always for one pass, as in assign_streaming).
-AUTO_METHOD = "pinned_cache"
-AUTO_METHOD_FEW_PASSES = "device_put"
-PINNED_CACHE_MIN_PASSES = 40
+# "auto" measures rather than assumes (:mod:`.probe`): on an H200 (N=2^26,
+# D=128, K=8192, float16, nothing resident) device_put ran 514 ms/iter (33
+# GB/s from pageable memory, four chunks in flight), pinned 550 ms,
+# io_callback 2950 ms and pinned_cache 323 ms after a first pass that
+# page-locks the data; the cache paid for itself after about two passes, so
+# a fixed pass count (40 was the old rule) chose the slow path for short runs.
 # Share of the host's available memory the pinned cache may take.
 PINNED_CACHE_SHARE = 0.5
 
@@ -183,23 +180,42 @@ def available_host_bytes() -> int:
     return 0
 
 
-def resolve_method(method: str, plan: Plan | None = None, itemsize: int = 4,
-                   device: Any = None, passes: int = 1) -> str:
-  """The transfer method of a run of ``passes`` passes.
+def choose_method(method: str, plan: Plan | None = None, row_bytes: int = 4,
+                  device: Any = None, passes: int = 1, rates: probe.Rates | None = None
+                  ) -> probe.Choice:
+  """The transfer method of a run of at most ``passes`` passes, with why.
 
-  ``"auto"``: ``pinned_cache`` on a GPU when at least
-  ``PINNED_CACHE_MIN_PASSES`` passes may run, the streamed part fits in
-  ``PINNED_CACHE_SHARE`` of the available host memory and the device offers
-  pinned host memory; else ``device_put``. Other names are returned as given
-  (after the check against :data:`METHODS`).
+  ``"auto"`` on a GPU with pinned host memory and streamed rows: the method
+  of least estimated transfer time (:func:`probe.choose`) for the plan's
+  streamed bytes (``row_bytes`` per row, weights included) over ``passes``
+  passes, from ``rates`` (default: measured once per process,
+  :func:`probe.measured`); ``pinned_cache`` only when the streamed part
+  fits in ``PINNED_CACHE_SHARE`` of the available host memory. Elsewhere
+  (CPU, nothing streamed, no pinned memory) ``device_put``, with nothing
+  measured. Other names are returned as given (after the check against
+  :data:`METHODS`).
   """
   method = validation.check_choice(method, "method", METHODS)
   if method != "auto":
-    return method
-  if passes < PINNED_CACHE_MIN_PASSES or plan is None:
-    return AUTO_METHOD_FEW_PASSES
-  streamed = plan.streamed_rows() * plan.d * itemsize
-  if (device is not None and device.platform == "gpu" and pinned_available(device)
-      and streamed <= PINNED_CACHE_SHARE * available_host_bytes()):
-    return AUTO_METHOD
-  return AUTO_METHOD_FEW_PASSES
+    return probe.Choice(method, "as given")
+  if plan is None or device is None:
+    return probe.Choice("device_put", "no plan or device")
+  streamed = plan.streamed_rows() * row_bytes
+  if streamed == 0:
+    return probe.Choice("device_put", "nothing streamed: every chunk is resident")
+  if rates is None:
+    if getattr(device, "platform", None) != "gpu":
+      return probe.Choice("device_put", f"{getattr(device, 'platform', '?')}: host memory "
+                          "is device memory, nothing to measure")
+    if not pinned_available(device):
+      return probe.Choice("device_put", "no pinned host memory")
+    rates = probe.measured(device)
+  fits = streamed <= PINNED_CACHE_SHARE * available_host_bytes()
+  return probe.choose(rates, streamed, max(1, int(passes)), fits)
+
+
+def resolve_method(method: str, plan: Plan | None = None, row_bytes: int = 4,
+                   device: Any = None, passes: int = 1,
+                   rates: probe.Rates | None = None) -> str:
+  """:func:`choose_method`'s method name only."""
+  return choose_method(method, plan, row_bytes, device, passes, rates).method

@@ -1,9 +1,12 @@
 """The ``verbose`` display of a streaming run: one bar per pass over the rows.
 
 A pass is the unit a user waits on (seconds to minutes over host memory), so
-the bar counts rows and shows points per second, with the inertia and
-centroid shift of the last iteration as a postfix. tqdm is optional: without
-it one plain line per pass goes to stderr. Nothing goes to stdout.
+the bar counts rows, names the pass (``pass 3/9``: this pass and the most a
+run may take) and shows points per second, the achieved host-to-device rate
+of the pass (bytes transferred over its time so far; resident chunks
+transfer nothing), and the inertia and centroid shift of the last iteration.
+tqdm is optional: without it one plain line per pass goes to stderr. Nothing
+goes to stdout.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ class Progress:
   """tqdm bar over the rows of one pass (points per second), or nothing.
 
   Args:
-    enabled: ``False`` makes every method a no-op.
+    enabled: ``False`` makes every method a no-op (counts are still kept).
     n: rows per pass (the bar's total).
+    max_passes: the most passes the run may take (shown as ``pass i/max``;
+      ``None`` shows ``pass i``).
   """
 
-  def __init__(self, enabled: bool, n: int):
+  def __init__(self, enabled: bool, n: int, max_passes: int | None = None):
     self._bar = None
     self._n = n
+    self.max_passes = max_passes
+    self.passes = 0  # passes started (the resident load is not one)
+    self.nbytes = 0  # bytes transferred to the device in this pass
+    self.t0 = time.perf_counter()
+    self._last_post: dict = {}
     if not enabled:
       return
     try:
@@ -35,20 +45,56 @@ class Progress:
     self._bar = tqdm(total=n, unit="pt", unit_scale=True, dynamic_ncols=True,
                      file=sys.stderr, leave=True)
 
-  def start(self, desc: str) -> None:
-    """Starts a new pass named ``desc`` (the bar is reset to 0 rows)."""
+  @property
+  def enabled(self) -> bool:
+    return self._bar is not None
+
+  def info(self, line: str) -> None:
+    """One line of information (e.g. the transfer method and why), on stderr."""
+    if self._bar is None:
+      return
+    write = getattr(self._bar, "write", None)
+    if write is not None and not isinstance(self._bar, PlainBar):
+      write(line, file=sys.stderr)
+    else:
+      print(line, file=sys.stderr, flush=True)
+
+  def start(self, desc: str, counts: bool = True) -> None:
+    """Starts a new pass named ``desc`` (the bar is reset to 0 rows);
+    ``counts=False`` for work that is not a pass (loading resident chunks)."""
+    if counts:
+      self.passes += 1
+      of = f"/{self.max_passes}" if self.max_passes else ""
+      desc = f"pass {self.passes}{of} {desc}"
+    self.nbytes, self.t0 = 0, time.perf_counter()
     if self._bar is not None:
       self._bar.reset(total=self._n)
       self._bar.set_description(desc)
 
+  def rate_gbs(self) -> float:
+    """Host-to-device GB/s of the current pass so far."""
+    return self.nbytes / max(time.perf_counter() - self.t0, 1e-9) / 1e9
+
+  def transferred(self, nbytes: int) -> None:
+    """``nbytes`` crossed the host link in this pass (any thread)."""
+    self.nbytes += int(nbytes)
+
   def update(self, rows: int) -> None:
     if self._bar is not None:
       self._bar.update(rows)
+      if self.nbytes:
+        self._post(h2d=f"{self.rate_gbs():.3g}GB/s")
+
+  def _post(self, **kv) -> None:
+    post = dict(self._last_post)
+    post.update(kv)
+    self._last_post = post
+    self._bar.set_postfix(**post)
 
   def note(self, **kv) -> None:
     """Postfix of the current pass (``inertia=...``, ``shift=...``)."""
     if self._bar is not None:
-      self._bar.set_postfix(**kv)
+      self._post(**kv)
 
   def close(self) -> None:
     if self._bar is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import threading
 from typing import Any, Callable
 
 import jax
@@ -27,10 +28,15 @@ from flashkmeans_jax.drivers.streaming.host_io import HostSource, Prefetcher, St
 from flashkmeans_jax.drivers.streaming.plan import PREFETCH_DEPTH, Plan
 from flashkmeans_jax.drivers.streaming.progress import Progress
 
-__all__ = ["Streamer"]
+__all__ = ["Streamer", "PassAborted", "Emit"]
 
-# Labels of one chunk: emit(j, labels int32[B], dist float32[B]) as NumPy arrays.
-Emit = Callable[[int, np.ndarray, np.ndarray], None]
+# Labels of rows [start, stop) of the whole array (a Streamer over a row range
+# adds its offset): emit(start, stop, labels int32[B], dist float32[B]), NumPy.
+Emit = Callable[[int, int, np.ndarray, np.ndarray], None]
+
+
+class PassAborted(RuntimeError):
+  """A pass was stopped from outside (:attr:`Streamer.abort` set)."""
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
@@ -51,18 +57,29 @@ class Streamer:
       ``"io_callback"`` (already resolved, see
       :func:`~flashkmeans_jax.drivers.streaming.plan.resolve_method`).
     device: where the chunks go.
-    progress: counts the rows of each pass.
+    progress: counts the rows (and transferred bytes) of each pass.
+    keep_pinned: :meth:`close` keeps the ``pinned_cache`` copies for a later
+      run over the same host arrays, chunking and device (which starts from
+      them) instead of freeing them.
 
   Use as a context manager: :meth:`close` stops the prefetch threads and
-  frees the resident and pinned copies.
+  frees the resident and pinned copies, also when a pass was interrupted.
   """
 
   def __init__(self, src: HostSource, wsrc: HostSource | None, plan: Plan,
-               opts: passes.StepOptions, method: str, device: Any, progress: Progress):
+               opts: passes.StepOptions, method: str, device: Any, progress: Progress,
+               keep_pinned: bool = False):
     self.src, self.wsrc, self.plan, self.opts = src, wsrc, plan, opts
     self.method, self.device, self.progress = method, device, progress
+    self.keep_pinned = keep_pinned
+    # Set from another thread to stop a pass at the next chunk (the sharded
+    # streamer's interrupt of its per-device passes).
+    self.abort = threading.Event()
     staging = {"pinned": "pinned", "pinned_cache": "pinned_cache"}.get(method, "pageable")
-    self.stager = Stager(device, staging)
+    objs = [s.data for s in (src, wsrc) if s is not None]
+    key = (src.ident, None if wsrc is None else wsrc.ident, src.shape, str(src.dtype),
+           plan.chunk, getattr(device, "platform", None), getattr(device, "id", None))
+    self.stager = Stager(device, staging, keep=(key, objs))
     # Resident chunks: separate device arrays, handed to the kernels as they
     # are (a slice of one stacked buffer is copied, a whole chunk, before
     # every Pallas call); only the io_callback pass, one compiled program,
@@ -116,6 +133,7 @@ class Streamer:
           else:
             self.chunks.append(xb)
             self.wchunks.append(wb)
+          self.progress.transferred(xb.nbytes + (0 if wb is None else wb.nbytes))
           self.progress.update(p.chunk)
       if stacked:
         self.buf, self.wbuf = buf, wbuf
@@ -125,21 +143,44 @@ class Streamer:
 
   # -- passes
 
+  @property
+  def keeps_labels(self) -> bool:
+    """Whether :meth:`run_pass` can keep a pass's labels on the device
+    (``keep=``): the Python-loop methods can, the compiled io_callback pass
+    cannot."""
+    return self.method != "io_callback"
+
   def run_pass(self, totals, c: jax.Array, emit: Emit | None = None, *,
-               final: bool = False):
+               final: bool = False, keep: list | None = None):
     """Folds every chunk into ``totals`` (see :func:`passes.accumulate`) for
     centroids ``c float32[K, D]``; ``emit(j, labels, dist)`` receives the
     NumPy labels/distances of chunk ``j`` when given. ``final``: no pass
-    follows, so nothing of a next pass is prefetched. Returns the totals."""
+    follows, so nothing of a next pass is prefetched. ``keep``: a list that
+    receives ``(start, stop, labels int32[B], dist float32[B])`` (rows of
+    the whole array, device arrays) of every chunk (only where
+    :attr:`keeps_labels`), so the caller can use this pass's labels without
+    another pass. Returns the totals."""
+    if emit is not None:
+      emit = self._global(emit)
     if self.method == "io_callback":
       return self._pass_io(totals, c, emit)
     try:
-      return self._pass_device_put(totals, c, emit, final)
+      return self._pass_device_put(totals, c, emit, final, keep)
     except BaseException:
       # A pass that stopped part-way leaves its remaining chunks queued; a
       # later pass must start from its own first chunk.
       self._stop_prefetch()
       raise
+
+  def global_rows(self, j: int) -> tuple[int, int]:
+    """Rows of chunk ``j`` in the whole host array."""
+    start, stop = self.plan.rows(j)
+    return self.src.offset + start, self.src.offset + stop
+
+  def _global(self, emit: Emit):
+    def by_chunk(j, labels, dist):
+      emit(*self.global_rows(j), labels, dist)
+    return by_chunk
 
   def _streamed_jobs(self):
     streamed = self.plan.streamed()
@@ -174,7 +215,7 @@ class Streamer:
       self._pf.close()
     self._pf = self._pf_items = None
 
-  def _pass_device_put(self, totals, c, emit, final):
+  def _pass_device_put(self, totals, c, emit, final, keep):
     p = self.plan
     pending: collections.deque = collections.deque()
 
@@ -189,6 +230,11 @@ class Streamer:
           jax.block_until_ready(out)
 
     def step(totals, j, xb, wb):
+      if keep is not None and emit is None:
+        out = passes.step_labels(totals, c, xb, wb, opts=self.opts)
+        keep.append((*self.global_rows(j), out[1], out[2]))
+        pending.append((j, out[0]))
+        return out[0]
       if emit is None:
         out = passes.step(totals, c, xb, wb, opts=self.opts)
         pending.append((j, out))
@@ -203,12 +249,15 @@ class Streamer:
     # streamed chunks, so their transfer overlaps the work on the resident ones.
     pf = self._streamed_chunks(final)
     for j, streamed in p.schedule():
+      if self.abort.is_set():
+        raise PassAborted("the pass was stopped")
       if streamed:
         got = next(pf, None)
         if got is None or got[0] != j:  # the prefetcher is out of step: never silent
           raise RuntimeError(f"expected streamed chunk {j} of the pass, the prefetcher "
                              f"gave {'nothing' if got is None else got[0]}")
         xb, wb = got[1]
+        self.progress.transferred(xb.nbytes + (0 if wb is None else wb.nbytes))
       elif j == p.n_full:
         xb, wb = self.tail_x, self.tail_w
       else:
@@ -240,7 +289,7 @@ class Streamer:
     if self._sid is not None:
       io_callback_pass.close_session(self._sid)
       self._sid = self._session = None
-    self.stager.clear()
+    self.stager.clear(keep=self.keep_pinned)
     self.chunks, self.wchunks = [], []
     self.buf = self.wbuf = self.tail_x = self.tail_w = None
 
