@@ -147,14 +147,17 @@ def test_bfloat16_alone_gets_near_ties_wrong():
   assert cc.fast_wrong(x, c, "sqeuclidean", "xla", "BF16_BF16_F32") > 0
 
 
-@pytest.mark.parametrize("n_ties", [40, 300])
-def test_compacted_and_full_exact_pass(n_ties):
-  """512 points: 40 near-ties fit the compacted pass (capacity 128 rows),
-  300 do not and the exact pass runs on every point; labels as float64."""
+@pytest.mark.parametrize("n,n_ties", [(512, 40), (512, 300), (2048, 300)])
+def test_compacted_and_full_exact_pass(n, n_ties):
+  """Near-ties among far points: 40 of 512 fit the smallest compacted pass
+  (128 rows), 300 of 512 do not (every point is redone), 300 of 2048 take
+  the second rung (512 rows); labels as float64 in every case."""
+  assert certified.capacity_ladder(512, 1 / 256) == (128,)
+  assert certified.capacity_ladder(2048, 1 / 256) == (128, 512)
   rng = np.random.default_rng(3)
   x, c = cc.near_ties(rng, 16, 1.0, "sqeuclidean", k_extra=0)
   x, c = x[:10], c[:20]  # the 1e-3 and 1e-4 margins: 10 points, 20 centroids
-  far = rng.normal(size=(512 - n_ties, 16)).astype(np.float32) * 0.01 + 50.0
+  far = rng.normal(size=(n - n_ties, 16)).astype(np.float32) * 0.01 + 50.0
   pts = np.concatenate([np.repeat(x, n_ties // 10, axis=0), far])
   cent = np.concatenate([c, np.full((1, 16), 50.0, np.float32)])
   p = precision_mod.resolve_precision("certified:BF16_BF16_F32")
@@ -193,15 +196,19 @@ def test_runner_up_output_and_gradient(impl):
 
 
 def test_kmeans_with_certified_precision():
-  """Lloyd's loop takes the certified path through its precision option."""
+  """Lloyd's loop takes the certified path through its precision option:
+  five iterations from the same start as float64 NumPy Lloyd."""
   rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.normal(size=(300, 4)), jnp.float32)
+  x = rng.normal(size=(300, 4)).astype(np.float32)
   init = x[:6]
-  key = jax.random.key(0)
-  a = fk.kmeans(key, x, 6, init=init, max_iter=5, impl="xla",
-                precision="certified:BF16_BF16_F32")
-  b = fk.kmeans(key, x, 6, init=init, max_iter=5, impl="xla", precision="highest")
-  np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(b.labels))
+  r = fk.kmeans(jax.random.key(0), jnp.asarray(x), 6, init=jnp.asarray(init), max_iter=5,
+                tol=0.0, impl="xla", precision="certified:BF16_BF16_F32")
+  c = init.astype(np.float64)
+  x64 = x.astype(np.float64)
+  for _ in range(5):
+    lab = cc.exact_scores(x, c.astype(np.float32), "sqeuclidean").argmin(1)
+    c = np.stack([x64[lab == j].mean(0) for j in range(6)])
+  np.testing.assert_allclose(np.asarray(r.centroids), c, rtol=1e-5, atol=1e-5)
 
 
 def test_certification_report():

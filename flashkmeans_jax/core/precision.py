@@ -52,13 +52,14 @@ class Certified(NamedTuple):
   Attributes:
     base: the resolved precision of the fast pass (one of
       :data:`CERTIFIED_BASES`).
-    capacity: fraction of the points the compacted exact pass holds (static
-      size ``ceil(capacity * N)``, at least 128 rows); more uncertified
-      points than that run the exact pass on every point instead.
+    capacity: fraction of the points the smallest compacted exact pass
+      holds (static size ``ceil(capacity * N)``, at least 128 rows; the
+      larger ones are 4, 16, ... times that, below N/2); more uncertified
+      points than the largest run the exact pass on every point instead.
   """
 
   base: Any = lax.Precision.DEFAULT
-  capacity: float = 1.0 / 64
+  capacity: float = 1.0 / 256
 
 
 def _error(precision):

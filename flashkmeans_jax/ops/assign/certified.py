@@ -5,12 +5,14 @@
    score of every point (:func:`top2`).
 2. :mod:`.bound` bounds the error ``E`` of every fast score; a label whose
    margin ``Ŝ_2 - Ŝ_1`` exceeds ``2E`` is the exact argmin (certified).
-3. The uncertified points are compacted (a static capacity,
-   ``Certified.capacity`` of N) and assigned again over all centroids by the
+3. The uncertified points are compacted (into the smallest of a ladder of
+   static sizes, ``Certified.capacity`` of N, four times that, ...) and
+   assigned again over all centroids by the
    *exact pass*: the same implementation with ``"highest"`` precision, a
    float32 FMA dot in XLA and in the interpreter, the 3-pass TF32 dot in the
-   Pallas kernel on the GPU. More uncertified points than the capacity run
-   the exact pass on every point (``lax.switch``; no point: no exact pass).
+   Pallas kernel on the GPU. More uncertified points than the largest rung
+   (below N/2) run the exact pass on every point (``lax.switch``, one branch
+   per size; no uncertified point: no exact pass).
 
 What "exact" guarantees. The exact pass's scores carry the same kind of
 bound with its own :class:`~.bound.DotModel` (``E_x``, about ``(D + 2)
@@ -41,7 +43,7 @@ from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.ops.assign import bound as bound_mod
 from flashkmeans_jax.ops.assign import xla
 
-__all__ = ["Top2", "top2", "CertifiedTop2", "certified_top2", "capacity_rows",
+__all__ = ["Top2", "top2", "CertifiedTop2", "certified_top2", "capacity_rows", "capacity_ladder",
            "tie_bound", "certificate", "finish", "EXACT_PRECISION"]
 
 EXACT_PRECISION = lax.Precision.HIGHEST
@@ -82,8 +84,21 @@ def top2(x, centroids, metric: str, impl: str, precision: Any, config: Any = Non
 
 
 def capacity_rows(n: int, capacity: float) -> int:
-  """Static rows of the compacted exact pass for N points."""
+  """Static rows of the smallest compacted exact pass for N points."""
   return min(n, max(128, math.ceil(capacity * n)))
+
+
+def capacity_ladder(n: int, capacity: float) -> tuple[int, ...]:
+  """Static sizes of the compacted exact passes, each four times the last,
+  from :func:`capacity_rows` up to below N/2 (a run that needs more re-does
+  every point): the exact pass costs about four times the uncertified rows
+  at most, whatever their fraction."""
+  caps = []
+  cap = capacity_rows(n, capacity)
+  while cap < n // 2:
+    caps.append(cap)
+    cap *= 4
+  return tuple(caps)
 
 
 def _stats(x, centroids, metric):
@@ -121,7 +136,7 @@ def certified_top2(x, centroids, metric: str, impl: str, precision: Any,
   certified = certificate(fast, x, centroids, metric, impl, base)
   uncertified = ~certified
   count = jnp.sum(uncertified.astype(jnp.int32))
-  cap = capacity_rows(n, precision.capacity)
+  caps = capacity_ladder(n, precision.capacity)
 
   def exact(rows):
     return top2(rows, centroids, metric, impl, EXACT_PRECISION)
@@ -129,22 +144,24 @@ def certified_top2(x, centroids, metric: str, impl: str, precision: Any,
   def keep(_):
     return fast
 
-  def compact(_):
-    # Fill slots hold index n: they gather the last row and their results
-    # are dropped by the out-of-range scatter.
-    idx = jnp.nonzero(uncertified, size=cap, fill_value=n)[0]
-    again = exact(x[jnp.minimum(idx, n - 1)])
-    return Top2(*(a.at[idx].set(b, mode="drop") for a, b in zip(fast, again)))
+  def compact(cap):
+    def run(_):
+      # Fill slots hold index n: they gather the last row and their results
+      # are dropped by the out-of-range scatter.
+      idx = jnp.nonzero(uncertified, size=cap, fill_value=n)[0]
+      again = exact(x[jnp.minimum(idx, n - 1)])
+      return Top2(*(a.at[idx].set(b, mode="drop") for a, b in zip(fast, again)))
+    return run
 
   def everything(_):
     return exact(x)
 
-  if cap >= n:
-    branch = jnp.where(count == 0, 0, 1)
-    result = lax.switch(branch, (keep, everything), None)
-  else:
-    branch = jnp.where(count == 0, 0, jnp.where(count <= cap, 1, 2))
-    result = lax.switch(branch, (keep, compact, everything), None)
+  # Branch 0: nothing to redo; i + 1: the smallest rung holding every
+  # uncertified point; the last: all of them.
+  branches = [keep] + [compact(cap) for cap in caps] + [everything]
+  rung = jnp.sum((count > jnp.asarray(caps, jnp.int32)).astype(jnp.int32)) if caps else 0
+  branch = jnp.where(count == 0, 0, 1 + rung)
+  result = lax.switch(branch, branches, None)
   return CertifiedTop2(*result, certified, count)
 
 
