@@ -24,10 +24,11 @@ def run(x, c, metric, cfg=None, impl="pallas"):
                             config=cfg)
 
 
-@pytest.mark.parametrize("d", [1, 2, 3, 4, 8, 15])
+@pytest.mark.parametrize("d,dtype", [(1, "float32"), (2, "bfloat16"), (3, "float16"),
+                                     (4, "float32"), (8, "bfloat16"), (15, "float32"),
+                                     (15, "float16")])
 @pytest.mark.parametrize("metric", cases.METRICS)
-@pytest.mark.parametrize("dtype", list(cases.DTYPES))
-def test_kernel_meets_the_float32_bound(d, metric, dtype):
+def test_kernel_meets_the_float32_bound(d, dtype, metric):
   # True float32 FMAs (16-bit products exact): the checker's "highest" bound.
   rng = np.random.default_rng(d)
   x = jnp.asarray(rng.normal(size=(3, 20001, d)), cases.DTYPES[dtype])
