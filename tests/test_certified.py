@@ -222,3 +222,29 @@ def test_certification_report():
   rep16 = ops_api.certification(x, c, metric="dot", impl="xla", precision="F16_F16_F32")
   assert np.asarray(rep16.certified).sum() >= cert.sum()
   assert assign_op.assign is not None
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_kernel_top2_matches_reference(deferred):
+  """The kernel's runner-up over several centroid tiles (both sweeps: per-tile
+  reductions and the deferred element-wise minimum), with a duplicated
+  centroid (an exact tie: runner-up equals best) and padded tiles."""
+  from flashkmeans_jax.ops.assign import config as config_mod
+  from flashkmeans_jax.ops.assign import pallas_triton
+  rng = np.random.default_rng(12)
+  x = jnp.asarray(rng.normal(size=(45, 5)), jnp.float32)
+  c = np.asarray(rng.normal(size=(70, 5)), np.float32)
+  c[69] = c[3]
+  x = x.at[0].set(c[3] + 0.01)  # nearest to both copies: runner-up = best
+  c = jnp.asarray(c)
+  cfg = config_mod.AssignConfig(block_n=16, block_k=16, block_d=16, num_warps=4, num_stages=1,
+                                deferred_argmin=deferred)
+  got = pallas_triton.flash_assign(x, c, precision="highest", config=cfg, interpret=True,
+                                   runner_up=True)
+  want = reference.assign_top2_reference(x, c, precision="highest")
+  np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+  for g, w in zip(got[1:], want[1:]):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+  s = cc.exact_scores(np.asarray(x), np.asarray(c), "sqeuclidean")
+  np.testing.assert_allclose(np.asarray(got[2]), np.sort(s, 1)[:, 1], rtol=1e-5, atol=1e-5)
+  assert got[0][0] == 3 and got[1][0] == got[2][0]
