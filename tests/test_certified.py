@@ -248,3 +248,13 @@ def test_kernel_top2_matches_reference(deferred):
   s = cc.exact_scores(np.asarray(x), np.asarray(c), "sqeuclidean")
   np.testing.assert_allclose(np.asarray(got[2]), np.sort(s, 1)[:, 1], rtol=1e-5, atol=1e-5)
   assert got[0][0] == 3 and got[1][0] == got[2][0]
+
+
+def test_default_switch(monkeypatch):
+  """One constant makes certified labels the float32 default on GPUs."""
+  assert precision_mod.resolve_precision(None) == lax.Precision.DEFAULT
+  monkeypatch.setattr(precision_mod, "CERTIFIED_FLOAT32_DEFAULT_ON_GPU", True)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert precision_mod.resolve_precision(None) == precision_mod.Certified(lax.Precision.DEFAULT)
+  with jax.default_matmul_precision("highest"):
+    assert precision_mod.resolve_precision(None) == lax.Precision.HIGHEST
