@@ -8,11 +8,10 @@ the compiled chunk steps are shared with it.
 import threading
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flashkmeans_jax import kmeans, kmeans_streaming
+from flashkmeans_jax import kmeans_streaming
 from flashkmeans_jax.api import streaming as streaming_api
 from flashkmeans_jax.drivers.streaming import driver, plan
 from flashkmeans_jax.drivers.streaming.progress import Progress
@@ -89,39 +88,46 @@ def _pass_names(monkeypatch):
   return names
 
 
-def test_no_fold_when_the_centroids_moved(data, monkeypatch):
-  """max_iter stops a run whose centroids still move: the labels must be
-  those of the returned centroids, so the labelling pass runs."""
+@pytest.mark.parametrize("tol, max_iter", [(0.0, 2), (10.0, 300)])
+def test_no_fold_when_the_centroids_moved(data, monkeypatch, tol, max_iter):
+  """A run stopped by max_iter, or converged under a loose tol, whose
+  centroids still moved in the last pass: the labels must be those of the
+  returned centroids, so the labelling pass runs."""
   x, init = data
   names = _pass_names(monkeypatch)
-  res = _stream(x, init, tol=0.0, max_iter=2, device_budget_bytes=0)
-  ref = kmeans(jax.random.key(0), jnp.asarray(x), K, init=jnp.asarray(init), impl="xla",
-               tol=0.0, max_iter=2)
-  assert not bool(ref.converged) and names[-1] == "assign"
-  np.testing.assert_array_equal(res.labels, np.asarray(ref.labels))
+  res = _stream(x, init, tol=tol, max_iter=max_iter, device_budget_bytes=0)
+  assert bool(res.converged) == (tol > 0) and names[-1] == "assign"
+  helpers.assert_labels_match(x, np.asarray(res.centroids), res.labels, "sqeuclidean")
 
 
-def _interrupt_at(monkeypatch, rows_before: int):
+def _interrupt_at(monkeypatch, pass_name: str, update: int):
   """Ctrl-C as the main thread sees it: KeyboardInterrupt raised from the
-  progress update once ``rows_before`` rows were processed in all."""
-  seen = {"rows": 0}
-  original = Progress.update
+  ``update``-th progress update (one per chunk, after its step is
+  dispatched) of the first pass whose name ends with ``pass_name``."""
+  state = {"pass": "", "updates": 0, "rows": 0}
+  start, original = Progress.start, Progress.update
 
-  def update(self, rows):
-    seen["rows"] += rows
-    if seen["rows"] > rows_before:
+  def on_start(self, desc, counts=True):
+    state["pass"], state["updates"] = desc, 0
+    start(self, desc, counts)
+
+  def on_update(self, rows):
+    state["updates"] += 1
+    if state["pass"].endswith(pass_name) and state["updates"] == update:
       raise KeyboardInterrupt
+    state["rows"] += rows
     original(self, rows)
 
-  monkeypatch.setattr(Progress, "update", update)
-  return seen
+  monkeypatch.setattr(Progress, "start", on_start)
+  monkeypatch.setattr(Progress, "update", on_update)
+  return state
 
 
 @pytest.mark.parametrize("where, devices", [
-    (2 * N + 1, 1),  # in the labelling pass (max_iter=2: the third pass)
-    (N // 2, 1),  # in the first Lloyd pass
-    (2 * N + 1, 2),  # labelling pass over two devices
-])
+    # In the labelling pass once two chunks' labels came back to the host
+    # (max_iter=2, so the third pass); in the first Lloyd pass; in the
+    # labelling pass over two devices.
+    (("assign", 3), 1), (("iter 0", 2), 1), (("assign", 2), 2)])
 def test_interrupt_frees_pinned_memory_and_leaves_labels_out_untouched(
     data, monkeypatch, where, devices):
   x, init = data
@@ -129,7 +135,7 @@ def test_interrupt_frees_pinned_memory_and_leaves_labels_out_untouched(
   labels = np.full((N,), -7, np.int32)
   dist = np.full((N,), -1.0, np.float32)
   threads = threading.active_count()
-  _interrupt_at(monkeypatch, where)
+  state = _interrupt_at(monkeypatch, *where)
   kw = {} if devices == 1 else {"devices": jax.devices()[:devices]}
   with pytest.raises(KeyboardInterrupt):
     _stream(r, init, tol=0.0, max_iter=2, device_budget_bytes=CHUNK * ROW,
@@ -137,9 +143,9 @@ def test_interrupt_frees_pinned_memory_and_leaves_labels_out_untouched(
   assert np.all(labels == -7) and np.all(dist == -1.0)  # untouched, not half-written
   assert streaming_api.pinned_memory_held() == 0
   assert threading.active_count() <= threads  # no prefetch thread left running
-  # Stopped within a chunk: what was read is the rows processed so far plus
-  # the chunks already being prefetched (per device), no more.
-  assert r.rows <= where + CHUNK + devices * plan.PREFETCH_DEPTH * CHUNK
+  # Stopped within a chunk: what was read is what was processed plus the
+  # chunk being stopped and the chunks already being prefetched (per device).
+  assert r.rows <= state["rows"] + CHUNK + devices * plan.PREFETCH_DEPTH * CHUNK
   monkeypatch.undo()
   res = _stream(x, init, tol=0.0, max_iter=2, labels_out=labels, dist_out=dist)
   assert res.labels is labels and np.all(labels >= 0) and np.all(dist >= 0)  # complete
