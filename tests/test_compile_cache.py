@@ -14,7 +14,8 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 @contextlib.contextmanager
 def count_compiles():
-  """Yields a list that gets one entry per XLA compilation inside the block."""
+  """Yields a list that gets one entry per XLA compilation inside the block
+  (the public monitoring API; other test modules import this helper)."""
   seen = []
 
   def listener(event, duration, **kwargs):

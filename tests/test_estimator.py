@@ -1,5 +1,7 @@
 """The scikit-learn-style ``KMeans`` estimator."""
 
+import importlib
+import os
 import pickle
 import subprocess
 import sys
@@ -21,6 +23,10 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests leave the user's persistent compilation cache alone (set at
+# collection, before any test calls the estimator; tests/test_compile_cache.py
+# checks the cache in subprocesses).
+os.environ.setdefault("FLASHKMEANS_JAX_NO_COMPILE_CACHE", "1")
 
 # scikit-learn's estimator checks. The only check KMeans does not pass is
 # listed here (and in flashkmeans_jax/estimator.py and docs/usage.md):
@@ -52,7 +58,22 @@ def blobs():
 
 def test_matches_functional_kmeans(blobs):
   est = KMeans(n_clusters=6, random_state=3, max_iter=50).fit(blobs)
-  res = fk.kmeans(jax.random.key(3), jnp.asarray(blobs), 6, max_iter=50)
+  # fit pads the 600 rows to their bucket (640) with weight-0 copies of the
+  # last row: it is exactly the functional call on the padded data ...
+  rows = fk.estimator.bucket_rows(600)
+  assert rows == 640
+  xp = np.concatenate([blobs, np.repeat(blobs[-1:], rows - 600, 0)])
+  wp = np.r_[np.ones(600), np.zeros(rows - 600)].astype(np.float32)
+  padded = fk.kmeans(jax.random.key(3), jnp.asarray(xp), 6, max_iter=50, empty="farthest",
+                     weights=jnp.asarray(wp))
+  np.testing.assert_array_equal(est.labels_, np.asarray(padded.labels)[:600])
+  np.testing.assert_array_equal(est.cluster_centers_, np.asarray(padded.centroids))
+  assert est.inertia_ == float(padded.inertia)
+  np.testing.assert_array_equal(est.inertia_history_,
+                                np.asarray(padded.inertia_history)[:est.n_iter_])
+  # ... and the unpadded one's clustering: the padding moves nothing (the
+  # inertia's float32 sum runs over more terms, so it may differ in the last bits).
+  res = fk.kmeans(jax.random.key(3), jnp.asarray(blobs), 6, max_iter=50, empty="farthest")
   np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
   np.testing.assert_allclose(est.cluster_centers_, np.asarray(res.centroids), rtol=0, atol=0)
   assert est.inertia_ == pytest.approx(float(res.inertia), rel=1e-6)
@@ -60,7 +81,7 @@ def test_matches_functional_kmeans(blobs):
   assert est.converged_ == bool(res.converged)
   assert est.inertia_history_.shape == (est.n_iter_,)
   np.testing.assert_allclose(est.inertia_history_,
-                             np.asarray(res.inertia_history)[:est.n_iter_])
+                             np.asarray(res.inertia_history)[:est.n_iter_], rtol=1e-6)
   assert est.labels_.dtype == np.int32 and est.cluster_centers_.dtype == np.float32
   assert est.n_features_in_ == 5
   # The inertia never increases along Lloyd's iterations.
@@ -104,7 +125,7 @@ def test_score_and_weights(blobs):
   w = np.random.default_rng(1).uniform(0.5, 2.0, size=len(blobs)).astype(np.float32)
   est = KMeans(n_clusters=6, random_state=0, max_iter=50).fit(blobs, sample_weight=w)
   res = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, max_iter=50,
-                  weights=jnp.asarray(w))
+                  weights=jnp.asarray(w), empty="farthest")
   np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
   d = helpers.np_distances(blobs, est.cluster_centers_, "sqeuclidean")[
       np.arange(len(blobs)), est.labels_]
@@ -157,8 +178,12 @@ def test_params_pickle_errors(blobs):
     clone(est).set_params(metric="manhattan").fit(blobs)
   with pytest.raises(ValueError, match=r"init must have k=4 rows, got shape \(3, 5\)"):
     clone(est).set_params(init=blobs[:3]).fit(blobs)
-  with pytest.raises(ValueError, match=r"init must have D=5 columns like x, got shape \(4, 2\)"):
-    clone(est).set_params(init=blobs[:4, :2]).fit(blobs)
+  # A wrong number of features is named as such, also when the number of
+  # rows is wrong too (scikit-learn's test passes X[:, :2] as init).
+  for bad in (blobs[:4, :2], blobs[:, :2]):
+    with pytest.raises(ValueError, match="init has 2 features, but KMeans is expecting 5 "
+                                         "features as input"):
+      clone(est).set_params(init=bad).fit(blobs)
   # NaN data is the data's fault, not the "starting centroids'"; the estimator
   # has no check_finite option, so the message names none.
   for bad in (jnp.asarray(blobs).at[0, 0].set(jnp.nan), np.where(blobs == blobs[0, 0], np.nan,
@@ -173,7 +198,7 @@ def test_init_options(blobs):
   auto = KMeans(n_clusters=6, init="random", n_init="auto", random_state=0,
                 max_iter=50).fit(blobs)
   res = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, init="random", n_init=10,
-                  max_iter=50)
+                  max_iter=50, empty="farthest")
   assert auto.inertia_ == pytest.approx(float(res.inertia), rel=1e-6)
   assert auto.inertia_ <= one.inertia_ * (1 + 1e-6)
   seen = {}
@@ -182,10 +207,10 @@ def test_init_options(blobs):
     seen["args"] = (x.shape, k, type(rs).__name__)
     return x[:k]
 
-  est = KMeans(n_clusters=6, init=my_init, max_iter=50, random_state=0).fit(blobs)
+  est = KMeans(n_clusters=6, init=my_init, n_init=1, max_iter=50, random_state=0).fit(blobs)
   assert seen["args"] == ((600, 5), 6, "RandomState")
   ref = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 6, init=jnp.asarray(blobs[:6]),
-                  max_iter=50)
+                  max_iter=50, empty="farthest")
   np.testing.assert_array_equal(est.labels_, np.asarray(ref.labels))
 
 
@@ -206,7 +231,8 @@ def test_precision_reaches_fit_predict_and_score(blobs, chunk_size):
   est = KMeans(n_clusters=4, random_state=2, max_iter=30, precision="F16_F16_F32",
                chunk_size=chunk_size).fit(x)
   assert est.get_params()["precision"] == "F16_F16_F32"
-  res = fk.kmeans(jax.random.key(2), jnp.asarray(x), 4, max_iter=30, precision="F16_F16_F32")
+  res = fk.kmeans(jax.random.key(2), jnp.asarray(x), 4, max_iter=30, precision="F16_F16_F32",
+                  empty="farthest")
   np.testing.assert_array_equal(est.labels_, np.asarray(res.labels))
   lab, dist = fk.assign(jnp.asarray(x), jnp.asarray(est.cluster_centers_),
                         precision="F16_F16_F32")
@@ -217,7 +243,7 @@ def test_precision_reaches_fit_predict_and_score(blobs, chunk_size):
 def test_chunk_size_uses_streaming(blobs, monkeypatch):
   """chunk_size= fits through kmeans_streaming (one call, n_init handed on),
   with X left on the host; the result is the in-memory fit's."""
-  import flashkmeans_jax.estimator as estimator_mod
+  estimator_mod = importlib.import_module("flashkmeans_jax.estimator.kmeans")
   calls = []
   real = estimator_mod.kmeans_streaming
 
