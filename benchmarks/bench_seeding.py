@@ -1,0 +1,123 @@
+"""Seeding that scales (issue 21): what each ``init`` costs against a
+20-iteration run, and the inertia after those 20 iterations.
+
+    python benchmarks/bench_seeding.py --out seeding.json            # GPU rows
+    python benchmarks/bench_seeding.py --smoke --out /tmp/s.json     # tiny, any backend
+    python benchmarks/bench_seeding.py --rows 50000,5000,32 --out cpu.json
+
+Per row ``(N, K, D)`` (standard-normal points in ``--dtype``) and per
+variant:
+
+* ``base``: ``fk.kmeans(init=<K given points>, max_iter=20, tol=0)``, the
+  20-iteration run without seeding (the reference time ``run_s``);
+* ``random``, ``k-means++``, ``k-means||`` (defaults: ``l = 2k``, 5 rounds),
+  ``k-means||-light`` (``oversampling_factor=0.5``, ``init_rounds=2``) and
+  ``mppc-64`` (``k-means||`` with ``max_points_per_centroid=64``): the same
+  call with that seeding. ``seed_s = total_s - run_s`` and ``seed_frac =
+  seed_s / run_s`` (target: <= 0.1 at K=65536, N=2^22), ``inertia`` after 20
+  iterations and ``inertia_vs_pp`` (target: <= 1 against k-means++ where it
+  ran).
+
+Times are medians of ``--reps`` synchronised calls after one warm-up (which
+compiles). A variant whose estimated seeding time (from its FLOPs, see
+:func:`estimate_seed_s`) exceeds ``--cap-s`` is skipped with a note:
+greedy k-means++ at K=65536 on 2^22 points is k sequential passes of
+``N x n_local_trials`` distances, hours on any GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+
+if __package__:
+  from benchmarks import harness
+else:
+  import harness
+
+import flashkmeans_jax as fk
+
+ROWS = [(1 << 22, 65536, 128), (1 << 20, 4096, 128), (1 << 18, 8192, 128)]
+SMOKE_ROWS = [(4096, 64, 16)]
+VARIANTS = {
+    "random": dict(init="random"),
+    "k-means++": dict(init="k-means++"),
+    "k-means||": dict(init="k-means||"),
+    "k-means||-light": dict(init="k-means||", oversampling_factor=0.5, init_rounds=2),
+    "mppc-64": dict(init="k-means||", max_points_per_centroid=64),
+}
+
+
+def estimate_seed_s(n: int, k: int, d: int, kw: dict, dtype) -> float:
+  """Seconds of the seeding's distance work at the harness' rates."""
+  trials = 2 + int(math.log(k))
+  mppc = kw.get("max_points_per_centroid")
+  n = min(n, k * mppc) if mppc else n
+  init = kw["init"]
+  if init == "random":
+    return 0.0
+  if init == "k-means++":
+    return harness.estimated_s(2.0 * k * trials * n * d, "float32")
+  ell = kw.get("oversampling_factor", 2.0) * k
+  rounds = kw.get("init_rounds", 5)
+  cands = 1 + rounds * (ell + 8 * math.sqrt(ell) + 8)
+  return (harness.estimated_s(2.0 * rounds * n * (ell + 8 * math.sqrt(ell)) * d, dtype)
+          + harness.estimated_s(2.0 * k * trials * cands * d, "float32"))
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", required=True)
+  p.add_argument("--dtype", default="bfloat16")
+  p.add_argument("--rows", nargs="*", help="N,K,D triples (default: the GPU rows)")
+  p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+  p.add_argument("--iters", type=int, default=20)
+  p.add_argument("--reps", type=int, default=3)
+  p.add_argument("--cap-s", type=float, default=120.0, help="skip a variant whose "
+                 "estimated seeding time exceeds this")
+  p.add_argument("--smoke", action="store_true")
+  a = p.parse_args()
+  rows = (SMOKE_ROWS if a.smoke else
+          [tuple(int(v) for v in r.split(",")) for r in a.rows] if a.rows else ROWS)
+  dtype = "float32" if a.smoke else a.dtype
+  res = harness.Results(a.out, official=False, dtype=dtype, iters=a.iters)
+  impl = harness.kernel_impl()
+  for n, k, d in rows:
+    x = harness.normal(1, (n, d), dtype)
+    init_rows = x[:k]
+
+    def call(**kw):
+      def run():
+        r = fk.kmeans(jax.random.key(0), x, k, max_iter=a.iters, tol=0.0, impl=impl, **kw)
+        return jax.block_until_ready(r)
+      r = run()  # warm-up: compiles
+      return harness.median_s(run, a.reps), float(r.inertia), int(r.n_iter)
+
+    run_s, base_inertia, _ = call(init=init_rows)
+    row = dict(n=n, k=k, d=d, variant="base", total_s=run_s, inertia=base_inertia)
+    res.add(row)
+    pp_inertia = None
+    for name in a.variants:
+      kw = VARIANTS[name]
+      est = estimate_seed_s(n, k, d, kw, dtype)
+      note = harness.over_cap(est, a.cap_s)
+      row = dict(n=n, k=k, d=d, variant=name, options=kw, estimate_seed_s=est)
+      if note:
+        res.add({**row, "note": note})
+        continue
+      try:
+        total, inertia, n_iter = call(**kw)
+      except Exception as e:  # out of memory on a big row: record and go on
+        res.add({**row, "note": f"failed: {type(e).__name__}: {str(e)[:200]}"})
+        continue
+      if name == "k-means++":
+        pp_inertia = inertia
+      res.add({**row, "total_s": total, "seed_s": total - run_s,
+               "seed_frac": (total - run_s) / run_s, "inertia": inertia, "n_iter": n_iter,
+               "inertia_vs_pp": None if pp_inertia is None else inertia / pp_inertia})
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,132 @@
+"""Seeding that scales: greedy k-means++ and k-means|| against their
+published definitions (as exact distributions on tiny data), and the
+training sample of ``max_points_per_centroid``."""
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flashkmeans_jax as fk
+from flashkmeans_jax.lloyd import seeding
+from tests import helpers
+
+HI = jax.lax.Precision.HIGHEST
+X5 = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-2.0, 1.0]], np.float32)
+W5 = np.array([1.0, 2.0, 0.5, 1.0, 1.5], np.float32)
+N_KEYS = 4000
+
+
+def _chi2_ok(counts, probs, n):
+  """Pearson's statistic below the 0.999 quantile bound (Wilson-Hilferty)."""
+  keep = probs > 0
+  assert counts[~keep].sum() == 0, counts  # impossible outcomes never drawn
+  e = n * probs[keep]
+  stat = ((counts[keep] - e) ** 2 / e).sum()
+  dof = keep.sum() - 1
+  bound = dof * (1 - 2 / (9 * dof) + 3.09 * np.sqrt(2 / (9 * dof))) ** 3
+  return stat <= bound, (stat, bound)
+
+
+def _pair_probs(trials):
+  """Exact P(first = i, second = j) of greedy k-means++ with k=2 on X5/W5:
+  first ~ w; then ``trials`` draws ~ w * D^2 and the one of lowest potential
+  (the earlier draw on ties)."""
+  x, w = X5.astype(np.float64), W5.astype(np.float64)
+  n = len(x)
+  d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+  out = np.zeros((n, n))
+  for i in range(n):
+    p = w * d2[i] / (w * d2[i]).sum()
+    pot = np.array([(w * np.minimum(d2[i], d2[j])).sum() for j in range(n)])
+    if trials == 1:
+      out[i] = w[i] / w.sum() * p
+      continue
+    for a in range(n):
+      for b in range(n):
+        best = a if pot[a] <= pot[b] else b
+        out[i, best] += w[i] / w.sum() * p[a] * p[b]
+  return out
+
+
+@pytest.mark.parametrize("trials", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_greedy_kmeans_plusplus_draws_match_the_definition(trials):
+  seeds = jax.jit(jax.vmap(lambda key: seeding.init_kmeans_plusplus(
+      key, jnp.asarray(X5), 2, jnp.asarray(W5), n_local_trials=trials, precision=HI)))(
+          jax.random.split(jax.random.key(0), N_KEYS))
+  idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)  # [keys, 2]
+  counts = np.zeros((5, 5))
+  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
+  ok, detail = _chi2_ok(counts.ravel(), _pair_probs(trials).ravel(), N_KEYS)
+  assert ok, detail
+
+
+def test_kmeans_parallel_round_sizes_and_weights():
+  # One round from a known first centre: point i joins with probability
+  # min(1, l * w_i D_i^2 / phi); the expected candidate count is their sum.
+  x, w = jnp.asarray(X5), jnp.asarray(W5)
+  fn = jax.jit(jax.vmap(lambda key: seeding.parallel_candidates(
+      key, x, 1, w, oversampling_factor=1.5, rounds=1, precision=HI)))
+  cand, cw = fn(jax.random.split(jax.random.key(2), N_KEYS))
+  cand, cw = np.asarray(cand), np.asarray(cw)
+  assert cand.shape[1] == 1 + seeding.round_capacity(1.5, 5)
+  held = cw > 0
+  first = (cand[:, 0][:, None] == X5[None]).all(-1).argmax(-1)
+  xd, wd = X5.astype(np.float64), W5.astype(np.float64)
+  d2 = ((xd[:, None] - xd[None]) ** 2).sum(-1)
+  expect = []
+  for i in range(5):
+    p = np.minimum(1.0, 1.5 * wd * d2[i] / (wd * d2[i]).sum())
+    expect.append(p.sum())
+  got = held.sum(1) - 1  # drawn in the round
+  mean_expect = np.array(expect)[first]
+  # Sum of Bernoullis: variance <= mean; 5 standard errors.
+  assert abs(got.mean() - mean_expect.mean()) <= 5 * np.sqrt(mean_expect.mean() / N_KEYS)
+  # Every candidate weighs what its nearest points weigh; the total is sum(w).
+  np.testing.assert_allclose(cw.sum(1), W5.sum(), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+  x, centers, _ = helpers.make_blobs(np.random.default_rng(4), 600, 4, 12, spread=40.0)
+  return jnp.asarray(x), centers
+
+
+def test_kmeans_parallel_finds_every_blob(blobs):
+  x, centers = blobs
+  r = fk.kmeans(jax.random.key(0), x, 12, init="k-means||", max_iter=20, tol=0.0,
+                impl="xla", precision="highest")
+  nearest = ((np.asarray(r.centroids)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+  assert sorted(nearest.tolist()) == list(range(12))
+
+
+@pytest.mark.slow
+def test_kmeans_parallel_no_worse_than_kmeans_plusplus(blobs):
+  x, _ = blobs
+  kw = dict(max_iter=20, tol=0.0, impl="xla", precision="highest")
+  par = fk.kmeans(jax.random.key(0), x, 12, init="k-means||", **kw)
+  pp = fk.kmeans(jax.random.key(0), x, 12, init="k-means++", **kw)
+  assert float(par.inertia) <= float(pp.inertia) * (1 + 1e-5), (par.inertia, pp.inertia)
+
+
+def test_max_points_per_centroid_trains_on_a_sample(blobs):
+  x, centers = blobs
+  kw = dict(max_iter=20, impl="xla", precision="highest")
+  r = fk.kmeans(jax.random.key(0), x, 12, max_points_per_centroid=20, **kw)
+  # Labels and inertia are of all 600 points for the returned centroids.
+  xd, c = np.asarray(x, np.float64), np.asarray(r.centroids, np.float64)
+  d2 = ((xd[:, None] - c[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(d2.argmin(1), np.asarray(r.labels))
+  np.testing.assert_allclose(float(r.inertia), d2.min(1).sum(), rtol=1e-4)
+  nearest = ((np.asarray(r.centroids)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+  assert sorted(nearest.tolist()) == list(range(12))
+  # The history is of the 240-point sample: about 240/600 of the inertia of
+  # all points (the same centroids' cost over 40 % of the points).
+  hist = np.asarray(r.inertia_history)
+  last = hist[np.isfinite(hist)][-1]
+  assert 0.25 * float(r.inertia) < last < 0.6 * float(r.inertia), (last, r.inertia)
+  with pytest.raises(ValueError, match="max_points_per_centroid must be >= 1"):
+    fk.kmeans(jax.random.key(0), x, 12, max_points_per_centroid=0)
+  with pytest.raises(ValueError, match="oversampling_factor must be a finite number > 0"):
+    fk.kmeans(jax.random.key(0), x, 12, init="k-means||", oversampling_factor=-1.0)
