@@ -218,7 +218,9 @@ def run_kmeans(key: jax.Array, src: HostSource, wsrc: HostSource | None, setup: 
   try:
     with _streamer(src, wsrc, setup, passes.StepOptions.of(opts, n), progress) as st:
       progress.start("load resident", counts=False)
-      st.load_resident()
+      # Lloyd runs take several passes (when the last is folded, at most the
+      # few chunks the prefetcher had queued are read in vain).
+      st.load_resident(prefetch_streamed=True)
       keep = _keeps_labels(st, setup)
       runs, kept, tol_abs = [], [], None
       for r, sub in enumerate(keys):

@@ -135,8 +135,8 @@ class ShardedStreamer:
         part.abort.clear()
       raise
 
-  def load_resident(self) -> None:
-    self._each(lambda i, part: part.load_resident())
+  def load_resident(self, prefetch_streamed: bool = False) -> None:
+    self._each(lambda i, part: part.load_resident(prefetch_streamed))
 
   def run_pass(self, totals, c: jax.Array, emit: Emit | None = None, *,
                final: bool = False, keep: list | None = None):

@@ -113,9 +113,19 @@ class Streamer:
 
   # -- resident part
 
-  def load_resident(self) -> None:
-    """Reads the resident chunks onto the device (once per run)."""
+  def load_resident(self, prefetch_streamed: bool = False) -> None:
+    """Reads the resident chunks onto the device (once per run).
+
+    ``prefetch_streamed``: first start the prefetcher of the streamed
+    chunks, so the first pass's first chunks are read (and pinned, for the
+    pinned methods) while the resident ones load. Only for runs of more
+    than one pass: the prefetcher learns that a pass is the final one when
+    that pass starts, and a one-pass run could by then have queued chunks
+    of a second pass.
+    """
     p = self.plan
+    if prefetch_streamed and self.method != "io_callback":
+      self._start_prefetch()
     if p.n_resident:
       stacked = self.method == "io_callback"
       if stacked:
@@ -204,11 +214,14 @@ class Streamer:
       self._final_pass = True
     if not streamed:
       return iter(())
-    if self._pf is None:
+    self._start_prefetch()
+    return itertools.islice(self._pf_items, len(streamed))
+
+  def _start_prefetch(self) -> None:
+    if self._pf is None and self.plan.streamed():
       self._pf = Prefetcher(lambda j: (j, self.load(j)), self._streamed_jobs(),
                             PREFETCH_DEPTH)
       self._pf_items = iter(self._pf)
-    return itertools.islice(self._pf_items, len(streamed))
 
   def _stop_prefetch(self) -> None:
     if self._pf is not None:
