@@ -18,6 +18,9 @@ variant:
   iterations and ``inertia_vs_pp`` (target: <= 1 against k-means++ where it
   ran).
 
+``return_order``: the base run with ``return_order=True``; ``order_frac_of_iter``
+is the extra time over one iteration's (target: <= 0.05).
+
 Times are medians of ``--reps`` synchronised calls after one warm-up (which
 compiles). A variant whose estimated seeding time (from its FLOPs, see
 :func:`estimate_seed_s`) exceeds ``--cap-s`` is skipped with a note:
@@ -78,6 +81,8 @@ def main() -> None:
   p.add_argument("--cap-s", type=float, default=120.0, help="skip a variant whose "
                  "estimated seeding time exceeds this")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--no-order", dest="order", action="store_false",
+                 help="skip the return_order row (its cost against one iteration)")
   a = p.parse_args()
   rows = (SMOKE_ROWS if a.smoke else
           [tuple(int(v) for v in r.split(",")) for r in a.rows] if a.rows else ROWS)
@@ -98,6 +103,11 @@ def main() -> None:
     run_s, base_inertia, _ = call(init=init_rows)
     row = dict(n=n, k=k, d=d, variant="base", total_s=run_s, inertia=base_inertia)
     res.add(row)
+    if a.order:
+      total, _, _ = call(init=init_rows, return_order=True)
+      per_iter = run_s / a.iters
+      res.add(dict(n=n, k=k, d=d, variant="return_order", total_s=total,
+                   order_s=total - run_s, order_frac_of_iter=(total - run_s) / per_iter))
     pp_inertia = None
     for name in a.variants:
       kw = VARIANTS[name]

@@ -229,10 +229,11 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
     if opts.init == "array":
       c0 = init_array.astype(jnp.float32)
     else:
+      # No kernel config: the run's is for K rows, k-means||' rounds assign to
+      # other counts (the per-GPU table picks their tiles).
       c0 = seeding.init_centroids(key, x_train, opts.k, opts.init, w_train,
                                   metric=opts.metric, precision=seed_precision,
-                                  combine=combine, seed=seed, impl=opts.impl,
-                                  config=opts.config)
+                                  combine=combine, seed=seed, impl=opts.impl)
     state = iterate(x_train, c0, w_train, tol_abs, opts, combine)
     return finish(x, state, weights, opts, combine, return_order=return_order,
                   weight_scale=w_scale)
