@@ -34,8 +34,10 @@ SMALL_D = 16
 
 
 def handles(d: int, config=None) -> bool:
-  """Whether ``ops.assign`` should route a ``[N, d]`` assignment here: ``d <
-  SMALL_D`` and no config of the tensor-core kernel (``AssignConfig``) given."""
+  """Whether this op can take a ``[N, d]`` assignment for ``ops.assign``:
+  ``d < SMALL_D`` and no config of the tensor-core kernel (``AssignConfig``)
+  given. (``ops.assign`` also keeps the float32 half-operand precisions,
+  which ask for 16-bit products, on its own paths.)"""
   return d < SMALL_D and (config is None or isinstance(config, config_mod.SmallDConfig))
 
 

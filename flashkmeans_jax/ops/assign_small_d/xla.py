@@ -1,8 +1,8 @@
 """Tiled XLA path of the small-D assignment (2 <= D < 16), no matmul.
 
-A matmul pads the contraction of a tiny D to its tile (16 or more) and
-writes the ``[N, K]`` scores out before the argmin reads them back; here
-each tile's scores are a chain of D multiply-adds (:func:`reference.column_scores`)
+A matmul of a tiny D runs far below the unit's rate (on the GPU its
+contraction is padded to a tile of 16 or more) and writes each tile's scores
+out before the argmin reads them back; here each tile's scores are a chain of D multiply-adds (:func:`reference.column_scores`)
 that XLA fuses into the argmin's reduction, so nothing ``[N, K]`` is
 materialised. Tiles of points (and, for large K, of centroids, with a
 running minimum) bound the extra memory to ``O(tile_n * tile_k)`` whatever N
