@@ -312,7 +312,7 @@ import numpy as np
 from flashkmeans_jax.estimator import KMeans, NotFittedError
 x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
 est = KMeans(n_clusters=3, random_state=0, max_iter=10)
-assert type(est).__mro__[1].__name__ == "_ParamsBase", type(est).__mro__
+assert type(est).__mro__[1].__name__ == "ParamsBase", type(est).__mro__
 assert est.set_params(n_clusters=4) is est and est.get_params()["n_clusters"] == 4
 print(repr(est))
 try:
@@ -326,6 +326,19 @@ try:
     est.set_params(bogus=1)
 except ValueError as e:
     print("ok:", e)
+assert est.set_output(transform="default") is est
+try:
+    est.set_output(transform="pandas")
+except ValueError as e:
+    print("ok2:", e)
+assert list(est.get_feature_names_out()) == ["kmeans0", "kmeans1", "kmeans2", "kmeans3"]
+import warnings
+from flashkmeans_jax.estimator import ConvergenceWarning
+assert issubclass(ConvergenceWarning, UserWarning)
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    KMeans(n_clusters=3, n_init=1).fit(np.zeros((5, 3)))
+assert [type(m.message) for m in w] == [ConvergenceWarning], w
 """
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
@@ -333,3 +346,4 @@ except ValueError as e:
   assert out.returncode == 0, out.stderr
   assert "KMeans(max_iter=10, n_clusters=4, random_state=0)" in out.stdout
   assert "ok: Invalid parameter 'bogus'" in out.stdout
+  assert "ok2: transform must be one of ('default',), got 'pandas'" in out.stdout

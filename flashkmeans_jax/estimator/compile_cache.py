@@ -18,7 +18,8 @@ Windows, ``~/Library/Caches`` on macOS), created with mode ``0o700``: JAX
 trusts its cache's contents, so it must not be writable by others. When the
 library sets the directory it also caches programs that compile in 0.1 s or
 more (JAX's default is 1 s, which would leave out most of the estimator's)
-and bounds the cache to 2 GiB (least recently used entries go first).
+and, when the ``filelock`` package is installed (JAX needs it for a bounded
+cache), bounds the cache to 2 GiB (least recently used entries go first).
 
 Note that the setting is process-wide: JAX then caches every program of
 the process that passes the threshold, not only the library's.
@@ -26,6 +27,7 @@ the process that passes the threshold, not only the library's.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -90,7 +92,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
   jax.config.update("jax_compilation_cache_dir", str(target))
   if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
-  if jax.config.jax_compilation_cache_max_size == -1:  # unbounded: JAX's default
+  # A bounded cache needs the filelock package (JAX refuses the cache without it).
+  if (jax.config.jax_compilation_cache_max_size == -1  # unbounded: JAX's default
+      and importlib.util.find_spec("filelock") is not None):
     jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
   _state.update(done=True, path=str(target))
   return _state["path"]
