@@ -31,6 +31,12 @@ from flashkmeans_jax.ops.assign_small_d import reference
 __all__ = ["search_1d", "lower_bound"]
 
 
+def _take(a, i):
+  # Every index here is in range by construction: no clamping or fill logic.
+  return jnp.take_along_axis(a, i, axis=-1, mode="promise_in_bounds",
+                             wrap_negative_indices=False)
+
+
 def lower_bound(sorted_vals: jax.Array, v: jax.Array) -> jax.Array:
   """How many entries of each row of ``sorted_vals [B, K]`` (ascending) are
   ``< v [B, M]``: ``int32 [B, M]`` in ``[0, K]``.
@@ -45,7 +51,7 @@ def lower_bound(sorted_vals: jax.Array, v: jax.Array) -> jax.Array:
   pos = jnp.zeros(v.shape, jnp.int32)
   step = p // 2
   while step >= 1:
-    probe = jnp.take_along_axis(padded, pos + (step - 1), axis=-1)
+    probe = _take(padded, pos + (step - 1))
     pos = jnp.where(probe < v, pos + step, pos)
     step //= 2
   return pos
@@ -56,16 +62,15 @@ def _nearest_sorted(xv, cv, usable):
   k = cv.shape[-1]
   key = jnp.where(usable, cv, jnp.inf)  # unusable centroids sort last
   order = jnp.argsort(key, axis=-1, stable=True).astype(jnp.int32)
-  sv = jnp.take_along_axis(key, order, axis=-1)
+  sv = _take(key, order)
   # Lowest original index of each run of equal values: the run's first entry.
-  first = jnp.take_along_axis(order, lower_bound(sv, sv), axis=-1)
+  first = _take(order, lower_bound(sv, sv))
   n_usable = jnp.sum(usable, axis=-1, dtype=jnp.int32)[:, None]
   pos = lower_bound(sv, xv)  # sv[pos - 1] < x <= sv[pos]
   lo = jnp.maximum(pos - 1, 0)
   hi = jnp.minimum(pos, k - 1)
-  take = lambda a, i: jnp.take_along_axis(a, i, axis=-1)  # noqa: E731
-  c_lo, c_hi = take(sv, lo), take(sv, hi)
-  f_lo, f_hi = take(first, lo), take(first, hi)
+  c_lo, c_hi = _take(sv, lo), _take(sv, hi)
+  f_lo, f_hi = _take(first, lo), _take(first, hi)
   has_lo, has_hi = pos > 0, pos < n_usable
   s, e = reference.two_sum(c_lo, c_hi)
   t = 2.0 * xv
@@ -85,7 +90,7 @@ def _best_by_sign(xv, cv, usable, metric):
   i_lo = jnp.argmin(jnp.where(usable, v, jnp.inf), axis=-1).astype(jnp.int32)[:, None]
   i_first = jnp.argmax(usable, axis=-1).astype(jnp.int32)[:, None]
   labels = jnp.where(xv > 0, i_hi, jnp.where(xv < 0, i_lo, i_first))
-  cb = jnp.take_along_axis(cv, labels, axis=-1)
+  cb = _take(cv, labels)
   if metric == "dot":
     best = 0.0 - xv * cb
   else:
