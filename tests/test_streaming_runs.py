@@ -6,6 +6,7 @@ the compiled chunk steps are shared with it.
 """
 
 import threading
+import time
 
 import jax
 import numpy as np
@@ -239,3 +240,27 @@ def test_assign_streaming_over_two_devices_is_exact(data):
   two = assign_streaming(x, init, chunk_size=CHUNK, impl="xla", devices=jax.devices()[:2])
   np.testing.assert_array_equal(one[0], two[0])
   np.testing.assert_array_equal(one[1], two[1])
+
+
+def test_ctrl_c_stops_a_compiled_io_callback_pass_within_a_chunk(data):
+  """A real SIGINT while the io_callback program runs (the main thread
+  waits on XLA): the main thread must take the KeyboardInterrupt at once
+  and the program stop reading, not only after the whole pass."""
+  import os
+  import signal
+  x, init = data
+
+  class Interrupting(Reader):
+    def __getitem__(self, idx):
+      if isinstance(idx, slice) and idx.start == 200:  # the third of 10 chunks
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the main thread handles it meanwhile
+      return super().__getitem__(idx)
+
+  r = Interrupting(x)
+  labels = np.full((N,), -7, np.int32)
+  with pytest.raises(KeyboardInterrupt):
+    _stream(r, init, chunk_size=100, device_budget_bytes=0, method="io_callback",
+            labels_out=labels, max_iter=2)
+  assert r.rows <= 5 * 100  # chunks 0-2, and at most two read ahead meanwhile
+  assert np.all(labels == -7)

@@ -112,16 +112,25 @@ def _host_fetch(sid, j, *, shape, dtype, weighted):
   def zeros():
     return np.zeros(shape, dtype), np.zeros(shape[:1], np.float32)
 
-  x, w = session.fetch(int(j), zeros)
+  try:
+    x, w = session.fetch(int(j), zeros)
+  except BaseException as e:  # noqa: BLE001 -- e.g. Ctrl-C handled in this callback
+    # Where XLA runs the program on the main thread (CPU), a KeyboardInterrupt
+    # lands inside a callback; raised into XLA it would become an opaque
+    # runtime error, so it is stored and the program runs out on zeros.
+    if session.error is None:
+      session.error = e
+    x, w = zeros()
   return (x, w) if weighted else (x,)
 
 
 def _host_emit(sid, j, labels, dist):
   session = _SESSIONS[int(sid)]
-  if session.error is None:
-    try:
+  try:
+    if session.error is None:
       session.emit(int(j), np.asarray(labels), np.asarray(dist))
-    except BaseException as e:  # noqa: BLE001 -- re-raised by the driver
+  except BaseException as e:  # noqa: BLE001 -- re-raised by the driver
+    if session.error is None:
       session.error = e
   return np.zeros((), np.int32)
 

@@ -12,9 +12,12 @@ across passes; for ``io_callback`` it is one compiled program
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
+import signal
 import threading
+import time
 from typing import Any, Callable
 
 import jax
@@ -44,6 +47,46 @@ def _write_slot(buf, xb, j):
   # Donated: the resident buffer is filled in place, one chunk at a time,
   # so loading it never needs twice its size.
   return lax.dynamic_update_index_in_dim(buf, xb, j, 0)
+
+
+POLL_S = 0.002  # how often a waiting io_callback pass lets Python handle signals
+
+
+def _wait_interruptibly(tree, abort: threading.Event) -> None:
+  """Waits for the device arrays of ``tree`` in short sleeps rather than one
+  blocking call, so the main thread runs Python's signal handlers (a
+  KeyboardInterrupt arrives within a chunk, not after the whole compiled
+  pass); raises :class:`PassAborted` when ``abort`` is set."""
+  leaves = jax.tree.leaves(tree)
+  while not all(a.is_ready() for a in leaves):
+    if abort.is_set():
+      raise PassAborted("the pass was stopped")
+    time.sleep(POLL_S)
+
+
+@contextlib.contextmanager
+def _sigint_to(session):
+  """During a compiled io_callback pass, Ctrl-C is recorded as the
+  session's error (the next fetch then serves zeros without reading, the
+  program runs out and the driver raises the KeyboardInterrupt) instead of
+  being raised wherever the main thread is: where XLA runs the program on
+  the main thread (CPU), that is inside JAX's callback wrapper, which would
+  turn it into an opaque runtime error. Only on the main thread (where
+  Python handles signals) and over the default handler."""
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield
+    return
+
+  def record(signum, frame):
+    if session.error is None:
+      session.error = KeyboardInterrupt()
+
+  signal.signal(signal.SIGINT, record)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Streamer:
@@ -287,11 +330,19 @@ class Streamer:
       self._sid, self._session = io_callback_pass.open_session(self.read, self.progress)
     self._session.start(p.streamed(), emit)
     self.progress.update(p.resident_rows)
-    totals = io_callback_pass.io_pass(
-        totals, c, self.buf, self.wbuf, self.tail_x, self.tail_w, jnp.int32(self._sid),
-        opts=self.opts, plan=p, dtype=jnp.dtype(self.src.dtype),
-        weighted=self.wsrc is not None, emit=emit is not None)
-    jax.block_until_ready(totals)
+    with _sigint_to(self._session):
+      totals = io_callback_pass.io_pass(
+          totals, c, self.buf, self.wbuf, self.tail_x, self.tail_w, jnp.int32(self._sid),
+          opts=self.opts, plan=p, dtype=jnp.dtype(self.src.dtype),
+          weighted=self.wsrc is not None, emit=emit is not None)
+      try:
+        _wait_interruptibly(totals, self.abort)
+      except BaseException as e:
+        # An abort while the program runs: from the next fetch on the
+        # session serves zeros without reading, so the program runs out.
+        if self._session.error is None:
+          self._session.error = e
+        jax.block_until_ready(totals)
     err = self._session.take_error()
     if err is not None:
       raise err
