@@ -37,6 +37,7 @@ would not fit or would dominate the run).
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
 import jax
@@ -162,9 +163,18 @@ def main(argv=None):
   rows = SMOKE_ROWS if a.smoke else ROWS
   if a.grid and not a.smoke:
     rows = [(n, d, k) for n in GRID_N for d in GRID_D for k in GRID_K]
+    # A fixed shuffle: a --budget-s that stops early still covers every N,
+    # D and K instead of the first N only.
+    random.Random(0).shuffle(rows)
   if a.rows:
     rows = [rows[int(i)] for i in a.rows.split(",")]
   results = harness.Results(a.out or harness.result_name("training-step"), official=False)
+  if not a.no_warm_start:
+    for b, n, k, d in (SMOKE_WARM if a.smoke else WARM):
+      try:
+        results.add(warm_start_row(b, n, k, d, "bfloat16"))
+      except Exception as e:  # noqa: BLE001
+        results.add({"b": b, "n": n, "k": k, "d": d, "error": f"{type(e).__name__}: {e}"[:300]})
   start = time.perf_counter()
   for n, d, k in rows:
     for dtype in a.dtypes.split(","):
@@ -184,12 +194,6 @@ def main(argv=None):
         r = {**shape, "error": f"{type(e).__name__}: {e}"[:300]}
       r["row_s"] = time.perf_counter() - t0
       results.add(r)
-  if not a.no_warm_start:
-    for b, n, k, d in (SMOKE_WARM if a.smoke else WARM):
-      try:
-        results.add(warm_start_row(b, n, k, d, "bfloat16"))
-      except Exception as e:  # noqa: BLE001
-        results.add({"b": b, "n": n, "k": k, "d": d, "error": f"{type(e).__name__}: {e}"[:300]})
   return 0
 
 
