@@ -131,8 +131,7 @@ def test_near_ties_xla_full_grid(metric, precision):
 
 @pytest.mark.parametrize("metric,precision,grid", [
     ("sqeuclidean", "default", ((130, 1e8),)),
-    ("cosine", "F16_F16_F32", ((3, 1e-8),)),
-    ("dot", "BF16_BF16_F32", ((130, 1e-8),)),
+    ("cosine", "BF16_BF16_F32", ((3, 1e-8),)),
 ])
 def test_near_ties_interpret(metric, precision, grid):
   """The kernel's runner-up and the certified flow around it (interpret)."""
@@ -147,11 +146,12 @@ def test_bfloat16_alone_gets_near_ties_wrong():
   assert cc.fast_wrong(x, c, "sqeuclidean", "xla", "BF16_BF16_F32") > 0
 
 
-@pytest.mark.parametrize("n,n_ties", [(512, 40), (512, 300), (2048, 300)])
-def test_compacted_and_full_exact_pass(n, n_ties):
-  """Near-ties among far points: 40 of 512 fit the smallest compacted pass
-  (128 rows), 300 of 512 do not (every point is redone), 300 of 2048 take
-  the second rung (512 rows); labels as float64 in every case."""
+@pytest.mark.parametrize("n,n_ties", [(2048, 40), (2048, 300)])
+def test_compacted_exact_pass(n, n_ties):
+  """Near-ties among far points: 40 of 2048 fit the smallest compacted pass
+  (128 rows), 300 take the second rung (512 rows); labels as float64 in both
+  (same shapes: one compilation; the pass over every point is what small N
+  takes in the other tests)."""
   assert certified.capacity_ladder(512, 1 / 256) == (128,)
   assert certified.capacity_ladder(2048, 1 / 256) == (128, 512)
   rng = np.random.default_rng(3)
