@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flashkmeans_jax.ops.assign_small_d import api, config, reference, sorted_search
+from flashkmeans_jax.ops.assign_small_d import api, config, reference, sorted_search, xla
 from tests import cases
 
 IMPLS = ("xla", "pallas_interpret")
@@ -132,7 +132,7 @@ def test_exact_ties_go_to_the_lowest_index(d, impl, cfg, dtype, metric):
   x, c = integer_problem(d, np.random.default_rng(d))
   xj, cj = jnp.asarray(x, cases.DTYPES[dtype]), jnp.asarray(c, jnp.float32)
   if cfg == "small_tiles":  # several point and centroid tiles, the last shifted back
-    labels, dist = api.xla.assign_fma_xla(xj, cj, metric=metric, tile_n=64, tile_k=16)
+    labels, dist = xla.assign_fma_xla(xj, cj, metric=metric, tile_n=64, tile_k=16)
   else:
     labels, dist = run(xj, cj, metric, impl, cfg)
   if metric == "sqeuclidean":
