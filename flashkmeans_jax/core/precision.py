@@ -54,7 +54,7 @@ class Certified(NamedTuple):
       :data:`CERTIFIED_BASES`).
     capacity: fraction of the points the smallest compacted exact pass
       holds (static size ``ceil(capacity * N)``, at least 128 rows; the
-      larger ones are 4, 16, ... times that, below N/2); more uncertified
+      larger ones are 2, 4, ... times that, below N/2); more uncertified
       points than the largest run the exact pass on every point instead.
   """
 

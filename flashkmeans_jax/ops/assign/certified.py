@@ -6,7 +6,7 @@
 2. :mod:`.bound` bounds the error ``E`` of every fast score; a label whose
    margin ``Ŝ_2 - Ŝ_1`` exceeds ``2E`` is the exact argmin (certified).
 3. The uncertified points are compacted (into the smallest of a ladder of
-   static sizes, ``Certified.capacity`` of N, four times that, ...) and
+   static sizes, ``Certified.capacity`` of N, twice that, ...) and
    assigned again over all centroids by the
    *exact pass*: the same implementation with ``"highest"`` precision, a
    float32 FMA dot in XLA and in the interpreter, the 3-pass TF32 dot in the
@@ -43,7 +43,7 @@ from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.ops.assign import bound as bound_mod
 from flashkmeans_jax.ops.assign import xla
 
-__all__ = ["Top2", "top2", "CertifiedTop2", "certified_top2", "capacity_rows", "capacity_ladder",
+__all__ = ["Top2", "top2", "CertifiedTop2", "certified_top2", "capacity_rows", "capacity_ladder", "LADDER_RATIO",
            "tie_bound", "certificate", "finish", "EXACT_PRECISION"]
 
 EXACT_PRECISION = lax.Precision.HIGHEST
@@ -88,16 +88,21 @@ def capacity_rows(n: int, capacity: float) -> int:
   return min(n, max(128, math.ceil(capacity * n)))
 
 
+# Each compacted size is this many times the last: the exact pass then runs
+# on at most this many times the uncertified rows (plus the smallest size),
+# for one more compiled branch per doubling.
+LADDER_RATIO = 2
+
+
 def capacity_ladder(n: int, capacity: float) -> tuple[int, ...]:
-  """Static sizes of the compacted exact passes, each four times the last,
-  from :func:`capacity_rows` up to below N/2 (a run that needs more re-does
-  every point): the exact pass costs about four times the uncertified rows
-  at most, whatever their fraction."""
+  """Static sizes of the compacted exact passes, each :data:`LADDER_RATIO`
+  times the last, from :func:`capacity_rows` up to below N/2 (a run that
+  needs more re-does every point)."""
   caps = []
   cap = capacity_rows(n, capacity)
   while cap < n // 2:
     caps.append(cap)
-    cap *= 4
+    cap *= LADDER_RATIO
   return tuple(caps)
 
 
