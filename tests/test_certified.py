@@ -253,8 +253,11 @@ def test_kernel_top2_matches_reference(deferred):
 def test_default_switch(monkeypatch):
   """One constant makes certified labels the float32 default on GPUs."""
   assert precision_mod.resolve_precision(None) == lax.Precision.DEFAULT
-  monkeypatch.setattr(precision_mod, "CERTIFIED_FLOAT32_DEFAULT_ON_GPU", True)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert precision_mod.resolve_precision(None) == precision_mod.Certified(lax.Precision.DEFAULT)
+  assert precision_mod.resolve_precision(None) == lax.Precision.DEFAULT
+  monkeypatch.setattr(precision_mod, "CERTIFIED_FLOAT32_DEFAULT_ON_GPU",
+                      lax.DotAlgorithmPreset.F16_F16_F32)
+  assert precision_mod.resolve_precision(None) == precision_mod.Certified(
+      lax.DotAlgorithmPreset.F16_F16_F32)
   with jax.default_matmul_precision("highest"):
     assert precision_mod.resolve_precision(None) == lax.Precision.HIGHEST

@@ -20,11 +20,13 @@ from jax import lax
 __all__ = ["Certified", "resolve_precision", "is_certified", "dot_precision",
            "CERTIFIED_FLOAT32_DEFAULT_ON_GPU", "CERTIFIED_BASES"]
 
-# The one switch: when True, ``precision=None`` (with no
-# ``jax.default_matmul_precision`` set) resolves to ``Certified(DEFAULT)`` on
-# GPU backends, so float32 assignments give float64 labels by default. Off
-# until its measured cost (benchmarks/bench_certified.py) is <= 1.15x TF32.
-CERTIFIED_FLOAT32_DEFAULT_ON_GPU = False
+# The one switch: ``None`` (off), or the base of the certified mode that
+# ``precision=None`` (with no ``jax.default_matmul_precision`` set) resolves
+# to on GPU backends, e.g. ``lax.Precision.DEFAULT`` (TF32) or
+# ``lax.DotAlgorithmPreset.F16_F16_F32``: float32 assignments then give
+# float64 labels by default. Off until a measured cost
+# (benchmarks/bench_certified.py) is <= 1.15x TF32.
+CERTIFIED_FLOAT32_DEFAULT_ON_GPU: Any = None
 
 _PRECISION_NAMES = {
     "default": lax.Precision.DEFAULT,
@@ -95,8 +97,8 @@ def resolve_precision(precision: Any) -> Any:
   :class:`Certified` for a float32 dot.
 
   ``None`` follows ``jax.default_matmul_precision`` (JAX's own convention;
-  with :data:`CERTIFIED_FLOAT32_DEFAULT_ON_GPU` on a GPU and no JAX default
-  set, ``Certified(DEFAULT)``); strings are those JAX accepts there, plus
+  with :data:`CERTIFIED_FLOAT32_DEFAULT_ON_GPU` set, on a GPU and with no JAX
+  default set, ``Certified(<that base>)``); strings are those JAX accepts there, plus
   ``"certified"`` (``Certified(DEFAULT)``) and ``"certified:<name>"``
   (``Certified(<name> resolved)``); ``lax.Precision``,
   ``lax.DotAlgorithmPreset`` and :class:`Certified` values pass through (a
@@ -105,8 +107,8 @@ def resolve_precision(precision: Any) -> Any:
   if precision is None:
     precision = jax.config.jax_default_matmul_precision
     if precision is None:
-      if CERTIFIED_FLOAT32_DEFAULT_ON_GPU and _on_gpu():
-        return Certified(lax.Precision.DEFAULT)
+      if CERTIFIED_FLOAT32_DEFAULT_ON_GPU is not None and _on_gpu():
+        return resolve_precision(Certified(CERTIFIED_FLOAT32_DEFAULT_ON_GPU))
       return lax.Precision.DEFAULT
   if isinstance(precision, Certified):
     base = precision.base
