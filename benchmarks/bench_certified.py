@@ -1,6 +1,7 @@
 """Certified float32 labels (issue 19): what they cost and what they buy.
 
     python benchmarks/bench_certified.py --out certified.json [--cap-s 120] [--smoke]
+        [--part all|grid|lloyd]
 
 Part 1, the float32 grid shapes (standard-normal points, the first K as
 centroids): per (N, K, D), the time of ``fk.assign`` at TF32 (the default),
@@ -137,13 +138,15 @@ def main():
   ap.add_argument("--out", default=None)
   ap.add_argument("--cap-s", type=float, default=120.0, help="skip rows estimated above this")
   ap.add_argument("--smoke", action="store_true", help="tiny rows (CPU check of the script)")
-  ap.add_argument("--skip-lloyd", action="store_true")
+  ap.add_argument("--part", choices=("all", "grid", "lloyd"), default="all",
+                  help="the grid shapes, the Lloyd runs, or both")
   args = ap.parse_args()
   impl = harness.kernel_impl()
   out = args.out or harness.result_name("certified", "float32")
   res = harness.Results(out, official=False, what="certified float32 assignment")
-  grid_rows(res, SMOKE_SHAPES if args.smoke else SHAPES, args.cap_s, impl)
-  if not args.skip_lloyd:
+  if args.part in ("all", "grid"):
+    grid_rows(res, SMOKE_SHAPES if args.smoke else SHAPES, args.cap_s, impl)
+  if args.part in ("all", "lloyd"):
     if args.smoke:
       lloyd_rows(res, 3000, 8, 12, impl, 50)
     else:
