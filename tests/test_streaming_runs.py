@@ -127,8 +127,9 @@ def _interrupt_at(monkeypatch, pass_name: str, update: int):
 @pytest.mark.parametrize("where, devices", [
     # In the labelling pass once two chunks' labels came back to the host
     # (max_iter=2, so the third pass); in the first Lloyd pass; in the
-    # labelling pass over two devices.
-    (("assign", 3), 1), (("iter 0", 2), 1), (("assign", 2), 2)])
+    # labelling pass over four devices (test_several_devices_match_one's
+    # shapes and weights, so the compiled steps are shared).
+    (("assign", 3), 1), (("iter 0", 2), 1), (("assign", 2), 4)])
 def test_interrupt_frees_pinned_memory_and_leaves_labels_out_untouched(
     data, monkeypatch, where, devices):
   x, init = data
@@ -137,16 +138,20 @@ def test_interrupt_frees_pinned_memory_and_leaves_labels_out_untouched(
   dist = np.full((N,), -1.0, np.float32)
   threads = threading.active_count()
   state = _interrupt_at(monkeypatch, *where)
-  kw = {} if devices == 1 else {"devices": jax.devices()[:devices]}
+  chunk = CHUNK if devices == 1 else 125
+  kw = dict(device_budget_bytes=CHUNK * ROW)
+  if devices > 1:
+    kw = dict(devices=jax.devices()[:devices], chunk_size=chunk,
+              weights=np.ones((N,), np.float32), device_budget_bytes=chunk * (ROW + 4))
   with pytest.raises(KeyboardInterrupt):
-    _stream(r, init, tol=0.0, max_iter=2, device_budget_bytes=CHUNK * ROW,
-            method="pinned_cache", labels_out=labels, dist_out=dist, **kw)
+    _stream(r, init, tol=0.0, max_iter=2, method="pinned_cache", labels_out=labels,
+            dist_out=dist, **kw)
   assert np.all(labels == -7) and np.all(dist == -1.0)  # untouched, not half-written
   assert streaming_api.pinned_memory_held() == 0
   assert threading.active_count() <= threads  # no prefetch thread left running
   # Stopped within a chunk: what was read is what was processed plus the
   # chunk being stopped and the chunks already being prefetched (per device).
-  assert r.rows <= state["rows"] + CHUNK + devices * plan.PREFETCH_DEPTH * CHUNK
+  assert r.rows <= state["rows"] + chunk + devices * plan.PREFETCH_DEPTH * chunk
   monkeypatch.undo()
   res = _stream(x, init, tol=0.0, max_iter=2, labels_out=labels, dist_out=dist)
   assert res.labels is labels and np.all(labels >= 0) and np.all(dist >= 0)  # complete

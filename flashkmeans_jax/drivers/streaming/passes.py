@@ -30,7 +30,7 @@ from flashkmeans_jax.lloyd.stats import ClusterStats, Farthest, Moments
 from flashkmeans_jax.ops.assign import api as assign_op
 
 __all__ = ["StepOptions", "LloydTotals", "lloyd_totals", "label_totals", "accumulate",
-           "step", "step_labels", "finalize"]
+           "step_labels", "finalize"]
 
 
 class StepOptions(NamedTuple):
@@ -117,13 +117,6 @@ def accumulate(totals: LloydTotals | jax.Array, c: jax.Array, xb: jax.Array,
   if mom is not None:
     mom = stats.merge_moments(mom, stats.moments(xb, wb))
   return LloydTotals(out, far, mom), labels, dist
-
-
-@functools.partial(jax.jit, static_argnames=("opts",))
-def step(totals, c: jax.Array, xb: jax.Array, wb: jax.Array | None, *, opts: StepOptions):
-  """:func:`accumulate` compiled, returning the totals only (labels stay on
-  the device and are dropped)."""
-  return accumulate(totals, c, xb, wb, opts)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("opts",))

@@ -286,16 +286,15 @@ class Streamer:
           jax.block_until_ready(out)
 
     def step(totals, j, xb, wb):
-      if keep is not None and emit is None:
-        out = passes.step_labels(totals, c, xb, wb, opts=self.opts)
-        keep.append((*self.global_rows(j), out[1], out[2]))
+      # One compiled step whether or not the labels are kept (dropping them
+      # saves nothing: assign computes them anyway), so runs that keep and
+      # runs that cannot share their compilations.
+      out = passes.step_labels(totals, c, xb, wb, opts=self.opts)
+      if emit is None:
+        if keep is not None:
+          keep.append((*self.global_rows(j), out[1], out[2]))
         pending.append((j, out[0]))
         return out[0]
-      if emit is None:
-        out = passes.step(totals, c, xb, wb, opts=self.opts)
-        pending.append((j, out))
-        return out
-      out = passes.step_labels(totals, c, xb, wb, opts=self.opts)
       out[1].copy_to_host_async()
       out[2].copy_to_host_async()
       pending.append((j, out))
