@@ -20,6 +20,10 @@ Overlap of transfer and compute, by ``method``:
   iterations (host memory: one extra copy of the streamed part).
 * ``"io_callback"``: one jit-compiled function per pass whose
   ``lax.fori_loop`` fetches every chunk with ``jax.experimental.io_callback``.
+* ``"auto"`` (default): on a GPU, the first three compared by their
+  estimated transfer time for this run, from host-to-device rates measured
+  once per process (:func:`transfer_rates`; rule in docs/streaming.md);
+  ``device_put`` elsewhere or when nothing is streamed.
 
 Arguments are validated here, once, with the checks of
 :func:`flashkmeans_jax.kmeans` (:mod:`flashkmeans_jax.core.validation`), so a
