@@ -121,17 +121,20 @@ def test_failure_leaves_no_partial_file(tmp_path, data, capsys, monkeypatch):
       raise OSError("No space left on device")
     return real_save(f, arr, **kw)
 
-  monkeypatch.setattr(cli.np, "save", failing_save)
+  monkeypatch.setattr(np, "save", failing_save)
   assert cli.main(args) == 1
   line = _one_error_line(capsys.readouterr().err)
-  assert "No space left on device" in line
+  # The flag and the path given, never the hidden temporary file.
+  assert f"--labels-out: cannot write {tmp_path / 'l.npy'}: No space left on device" in line
+  assert ".tmp" not in line
   assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
   # --debug re-raises with the traceback.
   calls.clear()
-  with pytest.raises(OSError):
+  with pytest.raises(cli.CLIError) as info:
     cli.main(args + ["--debug"])
+  assert isinstance(info.value.__cause__, OSError)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
-  monkeypatch.setattr(cli.np, "save", real_save)
+  monkeypatch.setattr(np, "save", real_save)
   # Bad arguments are reported before anything is computed or written.
   for bad, words in [(["-k", "401"], "-k/--clusters: k=401 exceeds the number of points N=400"),
                      (["-k", "0"], "-k/--clusters: k must be >= 1, got 0"),
@@ -141,7 +144,8 @@ def test_failure_leaves_no_partial_file(tmp_path, data, capsys, monkeypatch):
                      (["-k", "2", "--tol=-1"], "--tol: tol must be a finite number >= 0"),
                      (["-k", "2", "--chunk-size", "0"], "--chunk-size: chunk_size must be >= 1"),
                      (["-k", "2", "--labels-out", str(tmp_path / "no" / "l.npy")],
-                      "does not exist")]:
+                      f"--labels-out: cannot write {tmp_path}/no/l.npy: directory "
+                      f"{tmp_path}/no does not exist")]:
     assert cli.main([str(tmp_path / "x.npy"), *bad]) == 1
     assert words in _one_error_line(capsys.readouterr().err)
   assert cli.main([str(tmp_path / "missing.npy"), "-k", "2"]) == 1
@@ -171,7 +175,7 @@ def test_streaming_branch(tmp_path, data, capsys, monkeypatch):
           "--labels-out", str(tmp_path / "l.npy"), "--centroids-out", str(tmp_path / "c.npy")]
   for n_init in (1, 2):
     seen.clear()
-    assert cli.main(args + ["--n-init", str(n_init)]) == 0
+    assert cli.main(args + ["--n-init", str(n_init), "--force"]) == 0
     assert seen == [dict(type=np.memmap, chunk_size=100, n_init=n_init, labels_out=True)]
     assert "streamed in chunks (100 rows)" in capsys.readouterr().out
     ref = _ref(data, 4, n_init=n_init)
@@ -199,7 +203,9 @@ def test_bad_data_and_init_refused_before_any_work(tmp_path, data, capsys, strea
   np.save(tmp_path / "huge.npy", data.astype(np.float64) * 1e39)
   out = ["--labels-out", str(tmp_path / "l.npy"), "--stream-above", stream_above]
   for argv, line in [
-      (["nan.npy", "-k", "4"], "{tmp}/nan.npy contains NaN or Inf; clean the data"),
+      (["nan.npy", "-k", "4"], "{tmp}/nan.npy contains NaN or Inf; clean the data or pass "
+       "--no-check-finite (non-finite points then get label 0 and distance NaN and are left "
+       "out of the centroid update)"),
       (["huge.npy", "-k", "4"], "{tmp}/huge.npy holds values beyond float32's largest finite "
        "magnitude (3.40282e+38) and would become Inf in float32; rescale the data"),
       (["one_d.npy", "-k", "4"],
@@ -243,5 +249,6 @@ def test_help_subprocess():
               "--max-iter", "--tol", "--init", "--n-init", "--seed", "--impl", "--precision",
               "--chunk-size",
               "--stream-above", "--centroids-out", "--labels-out", "--quiet", "--verbose",
-              "--debug", "built-in demo"]:
+              "--debug", "built-in demo", "-f, --force", "--no-check-finite",
+              "130", "143"]:
     assert opt in out.stdout, opt
