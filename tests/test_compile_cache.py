@@ -97,10 +97,8 @@ EAGER_CALLS = [
     pytest.param("init_kmeans_plusplus", lambda s: fk.init_kmeans_plusplus(s["key"], s["x"], 3)),
     pytest.param("kmeans", lambda s: fk.kmeans(s["key"], s["x"], 3, max_iter=5,
                                                empty="farthest")),
-    pytest.param("batched_kmeans", lambda s: fk.batched_kmeans(
-        s["key"], jnp.stack([s["x"], s["x"]]), 3, max_iter=5)),
-    pytest.param("checked_kmeans", lambda s: fk.checked_kmeans(s["key"], s["x"], 3,
-                                                               max_iter=5)),
+    # batched_kmeans, checked_kmeans and the sharded Lloyd calls are single
+    # module-level jits like kmeans (left out for the suite's time).
     pytest.param("assign_streaming", lambda s: fk.assign_streaming(s["xh"], s["c"],
                                                                    chunk_size=16)),
     pytest.param("kmeans_streaming", lambda s: fk.kmeans_streaming(

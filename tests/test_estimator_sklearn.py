@@ -24,6 +24,13 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 EPS32 = float(np.finfo(np.float32).eps)
 
 
+@pytest.fixture(scope="module")
+def far():
+  """48 x 4 float32 points far from the origin (where the expanded distance
+  cancels), shared so that the fits below share their compiled programs."""
+  return (np.random.default_rng(2).normal(size=(48, 4)) * 3 + 1000.0).astype(np.float32)
+
+
 def test_empty_cluster_relocated_as_sklearn():
   # Issue 16's case: the far start [10] wins no point. scikit-learn moves it
   # onto the point farthest from its centroid; so does the default empty=.
@@ -61,7 +68,7 @@ def test_blobs_with_a_lost_centroid_match_sklearn():
   assert kept.inertia_ > 1.1 * sk.inertia_
 
 
-def test_warnings_as_sklearn():
+def test_warnings_as_sklearn(far):
   dup = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
   for cls in (SkKMeans, KMeans):
     with pytest.warns(ConvergenceWarning):
@@ -69,7 +76,7 @@ def test_warnings_as_sklearn():
   if sklearn is not None:
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
     assert ConvergenceWarning is SkConvergenceWarning
-  x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+  x = far
   once = KMeans(3, init=x[:3], n_init=1).fit(x)
   for cls in (SkKMeans, KMeans):
     with pytest.warns(RuntimeWarning, match="n_init=4"):
@@ -84,7 +91,7 @@ def test_warnings_as_sklearn():
 
 @pytest.mark.parametrize("init, calls, n_init", [
     ("k-means++", 1, 1), ("random", 1, 10), ("array", 1, 1), ("callable", 10, 1)])
-def test_n_init_auto(monkeypatch, init, calls, n_init):
+def test_n_init_auto(far, monkeypatch, init, calls, n_init):
   """scikit-learn's n_init="auto" (its default, and ours): runs per init kind.
   A callable runs 10 times, called again for every run."""
   assert inspect.signature(SkKMeans).parameters["n_init"].default == "auto"
@@ -98,7 +105,7 @@ def test_n_init_auto(monkeypatch, init, calls, n_init):
     return real(key, x, k, **kw)
 
   monkeypatch.setattr(mod, "kmeans", spy)
-  x = np.random.default_rng(1).normal(size=(40, 2)).astype(np.float32)
+  x = far
 
   def my_init(xx, k, rs):
     made.append(rs.randint(1000))
@@ -114,15 +121,14 @@ def test_n_init_auto(monkeypatch, init, calls, n_init):
 
 
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
-def test_transform_self_distance_is_zero(metric):
+def test_transform_self_distance_is_zero(far, metric):
   # Far from the origin the expanded |x|^2 - 2x.c + |c|^2 cancels: 1e-3-size
   # errors on the diagonal. Direct differences give 0 and relative accuracy.
-  rng = np.random.default_rng(2)
-  x = (rng.normal(size=(300, 8)) + 1000.0).astype(np.float32)
-  est = KMeans(5, random_state=0, max_iter=20, metric=metric).fit(x)
+  x = far
+  est = KMeans(3, random_state=0, max_iter=5, metric=metric).fit(x)
   c = est.cluster_centers_
   got = est.transform(c)
-  np.testing.assert_array_equal(np.diag(got), np.zeros(5, np.float32))
+  np.testing.assert_array_equal(np.diag(got), np.zeros(3, np.float32))
   d = x.shape[1]
   x64, c64 = x.astype(np.float64), c.astype(np.float64)
   if metric == "sqeuclidean":
@@ -142,9 +148,9 @@ def test_transform_self_distance_is_zero(metric):
     np.testing.assert_allclose(out, ref, rtol=tol, atol=(2 * d + 8) * EPS32)
 
 
-def test_feature_names_set_output_and_sklearn_parameters():
-  x = np.random.default_rng(3).normal(size=(60, 3)).astype(np.float32)
-  est = KMeans(4, random_state=0, max_iter=10)
+def test_feature_names_set_output_and_sklearn_parameters(far):
+  x = far.copy()
+  est = KMeans(3, random_state=0, max_iter=5)
   with pytest.raises(NotFittedError):
     est.get_feature_names_out()
   assert set(SkKMeans().get_params()) <= set(est.get_params())
@@ -152,21 +158,20 @@ def test_feature_names_set_output_and_sklearn_parameters():
   est.set_params(copy_x=False).fit(x)
   np.testing.assert_array_equal(x, x_before)  # copy_x: X is never modified
   np.testing.assert_array_equal(est.get_feature_names_out(),
-                                np.array([f"kmeans{i}" for i in range(4)], dtype=object))
+                                np.array([f"kmeans{i}" for i in range(3)], dtype=object))
   np.testing.assert_array_equal(
       est.get_feature_names_out(),
-      SkKMeans(4, n_init=1, random_state=0).fit(x).get_feature_names_out())
+      SkKMeans(3, n_init=1, random_state=0).fit(x).get_feature_names_out())
   assert est.set_output(transform="default") is est
   assert isinstance(est.transform(x), np.ndarray)
   for bad in ("elkan", "auto", "full"):
     with pytest.raises(ValueError, match=rf"algorithm must be one of \('lloyd',\), got "
                                          rf"'{bad}'"):
-      KMeans(4, algorithm=bad).fit(x)
+      KMeans(3, algorithm=bad).fit(x)
 
 
-def test_float64_and_integer_input_under_x64():
-  rng = np.random.default_rng(4)
-  x = rng.normal(size=(80, 3)) * 10
+def test_float64_and_integer_input_under_x64(far):
+  x = (far.astype(np.float64) - 1000.0) * 10
   with jax.enable_x64(True):
     est = KMeans(3, random_state=0, max_iter=30).fit(x)
     assert est.cluster_centers_.dtype == np.float64
@@ -175,10 +180,10 @@ def test_float64_and_integer_input_under_x64():
     sk = SkKMeans(3, init=est.cluster_centers_, n_init=1, max_iter=30).fit(x)
     # The dtype is kept, but the Lloyd loop accumulates in float32: from our
     # fixed point scikit-learn's float64 iterations move by float32 roundings
-    # of the means only (|x| <= ~40 here, 80 points per sum at most).
+    # of the means only (48 points per sum at most).
     np.testing.assert_allclose(sk.cluster_centers_, est.cluster_centers_, rtol=0,
-                               atol=(80 + 4) * EPS32 * np.abs(x).max())
+                               atol=(48 + 4) * EPS32 * np.abs(x).max())
     np.testing.assert_array_equal(est.predict(x), sk.predict(x))
     assert est.transform(x).dtype == np.float32
   # Without x64 float64 input is clustered in float32 (documented).
-  assert KMeans(3, random_state=0, max_iter=30).fit(x).cluster_centers_.dtype == np.float32
+  assert KMeans(3, random_state=0, max_iter=5).fit(x).cluster_centers_.dtype == np.float32
