@@ -21,11 +21,18 @@ from flashkmeans_jax import cli
 PREFIX = "flashkmeans-jax: error: "
 
 
+# The runs use test_cli.py's shapes and options (400 x 6 float32, k=4,
+# --seed 3 --max-iter 50 in memory; chunks of 100 rows streamed), so in a
+# whole-suite run they reuse the programs compiled there.
+RUN_MEMORY = ["-k", "4", "--seed", "3", "--max-iter", "50"]
+RUN_STREAMED = ["-k", "4", "--stream-above", "1K", "--chunk-size", "100"]
+
+
 @pytest.fixture(scope="module")
 def blobs():
   rng = np.random.default_rng(0)
-  centers = rng.normal(size=(3, 3)) * 5
-  return (centers[rng.integers(0, 3, 60)] + rng.normal(size=(60, 3))).astype(np.float32)
+  centers = rng.normal(size=(4, 6)) * 5
+  return (centers[rng.integers(0, 4, 400)] + rng.normal(size=(400, 6))).astype(np.float32)
 
 
 @pytest.fixture
@@ -145,12 +152,12 @@ def test_output_paths_checked_before_any_work(tmp_path, blobs, capsys, no_work, 
 def test_force_replaces_and_success_leaves_no_temporary(tmp_path, blobs, capsys):
   np.save(tmp_path / "x.npy", blobs)
   (tmp_path / "c.npy").write_bytes(b"old")
-  args = [str(tmp_path / "x.npy"), "-k", "3", "--max-iter", "5", "--impl", "xla", "-q",
+  args = [str(tmp_path / "x.npy"), *RUN_MEMORY, "-q",
           "--centroids-out", str(tmp_path / "c.npy"), "--labels-out", str(tmp_path / "l.npy")]
   assert cli.main(args) == 1
   assert "c.npy exists; pass --force" in _error(capsys)
   assert cli.main(args + ["--force"]) == 0
-  ref = fk.kmeans(jax.random.key(0), jnp.asarray(blobs), 3, max_iter=5, impl="xla")
+  ref = fk.kmeans(jax.random.key(3), jnp.asarray(blobs), 4, max_iter=50)
   np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids))
   np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
   assert _listing(tmp_path) == ["c.npy", "l.npy", "x.npy"]
@@ -162,15 +169,13 @@ def test_non_finite_result_is_an_error(tmp_path, blobs, capsys, stream):
   the data check, and -- past it with --no-check-finite -- by the check of
   the result: exit status 1, nothing written."""
   np.save(tmp_path / "x.npy", blobs * np.float32(1e20))
-  args = [str(tmp_path / "x.npy"), "-k", "3", "--max-iter", "5", "--impl", "xla",
+  args = [str(tmp_path / "x.npy"), *(RUN_STREAMED if stream else RUN_MEMORY),
           "--labels-out", str(tmp_path / "l.npy"), "--centroids-out", str(tmp_path / "c.npy")]
-  if stream:
-    args += ["--stream-above", "0", "--chunk-size", "16", "--init", "random"]
-  else:
+  if not stream:
     assert cli.main(args) == 1
     assert "rescale the data" in _error(capsys)
   assert cli.main(args + ["--no-check-finite"]) == 1
-  assert re.fullmatch(r"the result is not finite \((\d+ of 3 centroids hold NaN or Inf, )?"
+  assert re.fullmatch(r"the result is not finite \((\d+ of 4 centroids hold NaN or Inf, )?"
                       r"inertia (nan|inf)\), so nothing was written; the data's scale probably "
                       r"overflows the float32 distances: rescale the data", _error(capsys))
   assert _listing(tmp_path) == ["x.npy"]
@@ -182,20 +187,19 @@ def test_no_check_finite_clusters_the_finite_rows(tmp_path, blobs, capsys):
   x = blobs.copy()
   x[7, 1], x[9, 0] = np.nan, np.inf
   np.save(tmp_path / "x.npy", x)
-  args = [str(tmp_path / "x.npy"), "-k", "3", "--max-iter", "20", "--impl", "xla"]
+  args = [str(tmp_path / "x.npy"), *RUN_MEMORY]
   assert cli.main(args) == 1
   assert "or pass --no-check-finite" in _error(capsys)
   assert cli.main(args + ["--no-check-finite", "--labels-out", str(tmp_path / "l.npy")]) == 0
   out = capsys.readouterr().out
-  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, max_iter=20, impl="xla",
-                  check_finite=False)
+  ref = fk.kmeans(jax.random.key(3), jnp.asarray(x), 4, max_iter=50, check_finite=False)
   labels = np.load(tmp_path / "l.npy")
   np.testing.assert_array_equal(labels, np.asarray(ref.labels))
   assert labels[7] == 0 and labels[9] == 0
   ok = np.isfinite(x).all(axis=1)
   c = np.asarray(ref.centroids, np.float64)
   want = float(np.sum((x[ok].astype(np.float64) - c[labels[ok]]) ** 2))
-  got = re.search(r"inertia (\S+) over the 58 finite rows \(2 rows with NaN/Inf got label 0\)",
+  got = re.search(r"inertia (\S+) over the 398 finite rows \(2 rows with NaN/Inf got label 0\)",
                   out)
   assert got, out
   assert math.isclose(float(got.group(1)), want, rel_tol=1e-5)
@@ -223,9 +227,9 @@ def test_unclear_input_errors_get_clear_messages(tmp_path, blobs, capsys, no_wor
       (["dir.npy"], f"{t}/dir.npy is a directory, not a data file"),
       (["missing.npy"], f"input file not found: {t}/missing.npy"),
       (["trunc.npy"], f"{t}/trunc.npy is truncated ({need - 5} of {need} bytes): its header "
-       "describes an array of shape (60, 3) and dtype float32"),
+       "describes an array of shape (400, 6) and dtype float32"),
       (["header.npy"], f"{t}/header.npy holds only a .npy header: its header describes an "
-       "array of shape (60, 3) and dtype float32"),
+       "array of shape (400, 6) and dtype float32"),
       (["half_header.npy"], re.compile(re.escape(f"{t}/half_header.npy has an unreadable .npy "
                                                  "header (") + ".+")),
       (["empty.npy"], f"{t}/empty.npy is empty (0 bytes)"),
@@ -242,7 +246,7 @@ def test_unclear_input_errors_get_clear_messages(tmp_path, blobs, capsys, no_wor
       (["x.npy", "--init", str(t / "init_trunc.npy")], f"--init: {t}/init_trunc.npy is "
        f"truncated ({len((t / 'init.npy').read_bytes()) - 4} of "
        f"{len((t / 'init.npy').read_bytes())} bytes): its header describes an array of shape "
-       "(3, 3) and dtype float32"),
+       "(3, 6) and dtype float32"),
       # The library's message, led by the flag that chose the value.
       (["x.npy", "--impl", "pallas"], re.compile(r'--impl: impl="pallas" needs a CUDA GPU .+')),
       (["x.npy", "--stream-above", "nan"], "--stream-above must be a finite size >= 0, got "
