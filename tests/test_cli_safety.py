@@ -111,6 +111,7 @@ def test_output_paths_checked_before_any_work(tmp_path, blobs, capsys, no_work, 
       ([L, f"{t}/no/l.npy"], f"{L}: cannot write {t}/no/l.npy: directory {t}/no does not exist"),
       ([L, f"{t}/notdir/l.npy"], f"{L}: cannot write {t}/notdir/l.npy: {t}/notdir is not a "
        "directory"),
+      ([L, ""], f"{L}: the path is empty"),
       ([C, f"{t}/d"], f"{C}: {t}/d is a directory"),
       ([C, f"{t}/d/"], f"{C}: {t}/d/ is a directory"),
       # An input is never an output, --force or not: by name, through a
@@ -147,6 +148,26 @@ def test_output_paths_checked_before_any_work(tmp_path, blobs, capsys, no_work, 
     assert ".tmp" not in got
     assert _listing(t) == before, extra  # nothing written, no temporary file left
   assert (t / "old.npy").read_bytes() == b"keep me"
+
+
+def test_streamed_labels_claim_their_disk_space_first(tmp_path, blobs, capsys, no_work,
+                                                      monkeypatch):
+  """Streamed labels go into a memory map of the output; its space is
+  allocated before the run, so a full disk is a clear error then, not a
+  SIGBUS in the middle of it."""
+  if not hasattr(os, "posix_fallocate"):
+    pytest.skip("no posix_fallocate on this platform")  # macOS, Windows
+  np.save(tmp_path / "x.npy", blobs)
+
+  def full_disk(fd, offset, length):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(os, "posix_fallocate", full_disk)
+  assert cli.main([str(tmp_path / "x.npy"), "-k", "4", "--stream-above", "0",
+                   "--labels-out", str(tmp_path / "l.npy")]) == 1
+  assert _error(capsys) == (f"--labels-out: cannot write {tmp_path}/l.npy: No space left on "
+                            "device")
+  assert _listing(tmp_path) == ["x.npy"]
 
 
 def test_force_replaces_and_success_leaves_no_temporary(tmp_path, blobs, capsys):

@@ -18,6 +18,7 @@ it ran.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -71,6 +72,8 @@ class Outputs:
     """
     if text is None:
       return None
+    if not text:
+      raise CLIError(f"{flag}: the path is empty")
     p = Path(text)
     if text.endswith(("/", os.sep)) or p.is_dir():
       raise CLIError(f"{flag}: {text} is a directory")
@@ -127,7 +130,16 @@ class Outputs:
       np.lib.format.write_array_header_1_0(out.file, header)
       out.file.flush()
       offset = out.file.tell()
-      out.file.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
+      size = int(np.prod(shape)) * dtype.itemsize
+      out.file.truncate(offset + size)
+      if size and hasattr(os, "posix_fallocate"):
+        # Claim the disk space now: a full disk is then this clear error,
+        # not a SIGBUS when the memory map is written.
+        try:
+          os.posix_fallocate(out.file.fileno(), offset, size)
+        except OSError as e:
+          if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
       out.memmap = np.memmap(out.file, dtype=dtype, mode="r+", offset=offset, shape=shape)
     except OSError as e:
       raise CLIError(f"{out.flag}: cannot write {out.text}: {e.strerror or e}") from e
