@@ -9,22 +9,31 @@ compiled ``lax.while_loop``.
 from flashkmeans_jax._version import __version__
 from flashkmeans_jax.api.checked import checked_batched_kmeans, checked_kmeans
 from flashkmeans_jax.api.kmeans import batched_kmeans, kmeans
-from flashkmeans_jax.api.ops import (assign, cluster_sums, finalize_centroids,
-                                     init_kmeans_plusplus, init_random, update)
+from flashkmeans_jax.api.ops import (Certification, assign, certification, cluster_sums,
+                                     finalize_centroids, init_kmeans_plusplus, init_random,
+                                     update)
+from flashkmeans_jax.api.order import ClusterOrder, cluster_order
 from flashkmeans_jax.api.sharded import (allreduce_sums, psum_sums, sharded_assign,
                                          sharded_init_kmeans_plusplus, sharded_kmeans,
                                          sharded_update)
-from flashkmeans_jax.api.streaming import assign_streaming, kmeans_streaming
+from flashkmeans_jax.api.streaming import (assign_streaming, kmeans_streaming,
+                                           pinned_memory_held, release_pinned_memory,
+                                           transfer_rates)
 from flashkmeans_jax.api.training import (CodebookTransform, EMAState, MiniBatchState,
                                           VQResult, ema_codebook, minibatch_codebook,
                                           vector_quantize)
+from flashkmeans_jax.core.precision import Certified
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.estimator import KMeans
+from flashkmeans_jax.estimator.compile_cache import enable_compilation_cache
 from flashkmeans_jax.ops.assign.config import AssignConfig
 from flashkmeans_jax.ops.cluster_sums.config import UpdateConfig
 
 __all__ = [
     "AssignConfig",
+    "Certification",
+    "Certified",
+    "ClusterOrder",
     "CodebookTransform",
     "EMAState",
     "KMeans",
@@ -34,10 +43,13 @@ __all__ = [
     "assign",
     "assign_streaming",
     "batched_kmeans",
+    "certification",
     "checked_batched_kmeans",
     "checked_kmeans",
+    "cluster_order",
     "cluster_sums",
     "ema_codebook",
+    "enable_compilation_cache",
     "finalize_centroids",
     "init_kmeans_plusplus",
     "init_random",
@@ -45,11 +57,14 @@ __all__ = [
     "kmeans_streaming",
     "MiniBatchState",
     "minibatch_codebook",
+    "pinned_memory_held",
     "psum_sums",
+    "release_pinned_memory",
     "sharded_assign",
     "sharded_init_kmeans_plusplus",
     "sharded_kmeans",
     "sharded_update",
+    "transfer_rates",
     "update",
     "UpdateConfig",
     "VQResult",
