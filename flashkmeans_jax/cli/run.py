@@ -115,8 +115,10 @@ def cluster(args, outputs: Outputs) -> int:
     stream_above = device_memory_bytes() // 4
   streaming = x.nbytes > stream_above
 
-  # Persistent compilation cache (issue 16): the one call that enables it
-  # belongs here, before the first compilation (wired by the lead).
+  # PERSISTENT COMPILATION CACHE (issue 16), the CLI's one call site: the
+  # lead wires flashkmeans_jax.estimator.compile_cache.enable_compilation_cache()
+  # here -- after every check (a refused run costs no cache set-up), before
+  # the first compilation.
   key = jax.random.key(args.seed)
   common = dict(init=init, n_init=n_init, max_iter=max_iter, tol=tol, metric=args.metric,
                 impl=impl, precision=args.precision, verbose=args.verbose, check_finite=False)
