@@ -239,7 +239,8 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
       weights=weights if _in_memory(weights) else None, n_init=n_init, empty=empty,
       impl=impl, precision=precision, config=config, verbose=verbose,
       check_finite_values=False)
-  if check_finite and init_array is not None:
+  if init_array is not None:
+    # Checked either way, as kmeans does: a NaN starting centroid is never data.
     validation.check_finite(init_array, "init")
   chunk_size = validation.check_optional_positive_int(chunk_size, "chunk_size")
   sample = validation.check_optional_positive_int(init_sample_size, "init_sample_size")
@@ -248,10 +249,21 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
   passes = opts.n_init * opts.max_iter + (opts.n_init if opts.n_init > 1 else 0) + 1
   setup = _setup(src, wsrc is not None, chunk_size, _budget(device_budget_bytes), device,
                  devices, method, passes, keep_pinned, opts.verbose)
-  return driver.run_kmeans(
+  result = driver.run_kmeans(
       key, src, wsrc, setup, opts, init_array,
       sample_size=sample or host_seeding.default_sample_size(opts.k),
       check_finite=bool(check_finite), labels_out=labels_out, dist_out=dist_out)
+  if check_finite and not np.isfinite(float(result.inertia)):
+    # NaN/Inf rows were refused after the first pass, so a non-finite
+    # inertia of finite data is float32 overflow of the distances.
+    raise _overflow_error()
+  return result
+
+
+def _overflow_error() -> ValueError:
+  return ValueError(
+      "host_x holds rows whose squared distances overflow float32 (row norms near "
+      "9.2e18 or above, or an inertia past 3.4e38); rescale the data")
 
 
 def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = None,
@@ -259,7 +271,8 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
                      impl: str | None = None, precision: Any = None,
                      labels_out: Any = None, dist_out: Any = None, method: str = "auto",
                      verbose: bool = False, config: Any = None,
-                     device: Any = None, devices: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                     device: Any = None, devices: Any = None,
+                     check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Nearest centroid of every host row, streamed in chunks.
 
   Args:
@@ -269,6 +282,10 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
       resident).
     labels_out, dist_out: optional caller-owned host arrays ``int[N]`` and
       ``float[N]`` to write into.
+    check_finite: raise ``ValueError`` when a row holds NaN/Inf (found in
+      the pass; ``labels_out``/``dist_out`` are then left untouched). With
+      ``False`` such rows get label 0 and distance NaN, as in
+      :func:`flashkmeans_jax.assign`.
     The rest as in :func:`kmeans_streaming` and :func:`flashkmeans_jax.assign`.
 
   Returns:
@@ -278,6 +295,7 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
   src = _host_points(host_x)
   n, d = src.shape
   validation.check_centroids(centroids, d)
+  validation.check_finite(centroids, "centroids")
   k = int(centroids.shape[0])
   metric = validation.check_metric(metric)
   impl = validation.resolve_impl(impl, n, k)
@@ -289,4 +307,5 @@ def assign_streaming(host_x: Any, centroids: Any, *, chunk_size: int | None = No
                  method, 1, False, bool(verbose))
   opts = StepOptions(k, metric, impl, precision, config, "keep", min(k, n))
   return driver.run_assign(src, setup, centroids, opts, verbose=bool(verbose),
-                           labels_out=labels_out, dist_out=dist_out)
+                           labels_out=labels_out, dist_out=dist_out,
+                           check_finite=bool(check_finite))

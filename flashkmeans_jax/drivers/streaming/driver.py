@@ -274,11 +274,14 @@ def plan_for_rows(setup: Setup, n: int) -> Plan:
 
 def run_assign(src: HostSource, setup: Setup, c: jax.Array, opts: passes.StepOptions, *,
                verbose: bool, labels_out: Any = None,
-               dist_out: Any = None) -> tuple[np.ndarray, np.ndarray]:
+               dist_out: Any = None, check_finite: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
   """One labelling pass over ``src [N, D]`` for centroids ``c [K, D]``.
 
   Returns host ``labels int32[N]`` and ``dist float32[N]`` (the given output
-  arrays when passed, written once the pass has finished).
+  arrays when passed, written once the pass has finished). With
+  ``check_finite``, a row whose distance is not finite (NaN/Inf in the row:
+  the centroids were checked finite) raises before anything is written.
   """
   n = src.shape[0]
   labels = np.empty((n,), np.int32)
@@ -295,4 +298,6 @@ def run_assign(src: HostSource, setup: Setup, c: jax.Array, opts: passes.StepOpt
       st.run_pass(passes.label_totals(), c, label_sink(labels, dist), final=True)
   finally:
     progress.close()
+  if check_finite and not np.isfinite(dist).all():
+    raise values.nonfinite_error("host_x")
   return _publish(labels, dist, labels_out, dist_out)
