@@ -168,15 +168,20 @@ def test_random_data_meets_the_float32_bound(impl, dtype, metric, d):
     (3, "pallas_interpret", "sqeuclidean"), (3, "pallas_interpret", "cosine"),
     (3, "xla", "dot")])
 def test_nonfinite_rows_and_centroids(d, impl, metric):
-  # Member 0: NaN/Inf in two points and two centroids; member 1: no usable
-  # centroid. A bad point gets label 0 and NaN, a bad centroid wins nothing.
+  check_nonfinite_rows_and_centroids(lambda x, c: run(x, c, metric, impl), 40, d, metric)
+
+
+def check_nonfinite_rows_and_centroids(assign_fn, n, d, metric, precision=None):
+  """Member 0: NaN/Inf in two points and two centroids; member 1: no usable
+  centroid. A bad point gets label 0 and NaN, a bad centroid wins nothing.
+  ``assign_fn(x, c)`` runs the op on ``x [2, n, d]``, ``c [2, 6, d]``."""
   rng = np.random.default_rng(5)
-  x = rng.normal(size=(2, 40, d)).astype(np.float32)
+  x = rng.normal(size=(2, n, d)).astype(np.float32)
   x[:, 7, 0], x[:, 9, -1] = np.nan, np.inf
   c = rng.normal(size=(2, 6, d)).astype(np.float32)
   c[0, 1, 0], c[0, 4, -1] = np.nan, -np.inf
   c[1] = np.inf
-  labels, dist = (np.asarray(a) for a in run(x, c, metric, impl))
+  labels, dist = (np.asarray(a) for a in assign_fn(x, c))
   good = np.isfinite(x[0]).all(1)
   assert (labels[:, ~good] == 0).all() and np.isnan(dist[:, ~good]).all()
   assert (labels[1] == 0).all() and np.isposinf(dist[1, good]).all()
@@ -184,7 +189,7 @@ def test_nonfinite_rows_and_centroids(d, impl, metric):
   got = np.searchsorted(keep, labels[0, good])
   assert (keep[got] == labels[0, good]).all()  # only usable centroids won
   cases.check_assign_result(x[0, good], c[0, keep], got.astype(np.int32), dist[0, good],
-                            metric)
+                            metric, precision=precision)
 
 
 def test_vmap_of_the_kernel_matches_its_batch_grid():

@@ -13,7 +13,8 @@ import pytest
 
 from flashkmeans_jax.ops.assign_small_d import api, config
 from tests import cases
-from tests.test_assign_small_d import d1_problem, exact_d1, integer_problem
+from tests.test_assign_small_d import (check_nonfinite_rows_and_centroids, d1_problem,
+                                      exact_d1, integer_problem)
 
 pytestmark = pytest.mark.gpu
 KERNEL_D1 = config.SmallDConfig(block_n=128, block_k=32, d1_search=False)
@@ -93,20 +94,7 @@ def test_one_large_problem():
 
 
 @pytest.mark.parametrize("d", [1, 3])
-def test_nonfinite_rows_and_centroids(d):
-  rng = np.random.default_rng(5)
-  x = rng.normal(size=(2, 300, d)).astype(np.float32)
-  x[:, 7, 0], x[:, 9, -1] = np.nan, np.inf
-  c = rng.normal(size=(2, 6, d)).astype(np.float32)
-  c[0, 1, 0], c[0, 4, -1] = np.nan, -np.inf
-  c[1] = np.inf
-  for metric in cases.METRICS:
-    labels, dist = (np.asarray(a) for a in run(x, c, metric))
-    good = np.isfinite(x[0]).all(1)
-    assert (labels[:, ~good] == 0).all() and np.isnan(dist[:, ~good]).all()
-    assert (labels[1] == 0).all() and np.isposinf(dist[1, good]).all()
-    keep = np.array([0, 2, 3, 5])
-    got = np.searchsorted(keep, labels[0, good])
-    assert (keep[got] == labels[0, good]).all()
-    cases.check_assign_result(x[0, good], c[0, keep], got.astype(np.int32), dist[0, good],
-                              metric, precision="highest")
+@pytest.mark.parametrize("metric", cases.METRICS)
+def test_nonfinite_rows_and_centroids(d, metric):
+  check_nonfinite_rows_and_centroids(lambda x, c: run(x, c, metric), 300, d, metric,
+                                     precision="highest")
