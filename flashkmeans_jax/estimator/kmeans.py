@@ -32,12 +32,14 @@ from flashkmeans_jax.api.kmeans import kmeans
 from flashkmeans_jax.api.ops import assign, init_kmeans_plusplus, init_random
 from flashkmeans_jax.api.streaming import kmeans_streaming
 from flashkmeans_jax.core import validation
+from flashkmeans_jax.drivers.sharded import mesh
 from flashkmeans_jax.estimator import compat
 from flashkmeans_jax.estimator import inputs
 from flashkmeans_jax.estimator import rows as rows_mod
 from flashkmeans_jax.estimator.compile_cache import enable_compilation_cache
 from flashkmeans_jax.estimator.distances import pairwise_distances_tiled
 from flashkmeans_jax.estimator.minibatch import minibatch_step
+from flashkmeans_jax.estimator.order import drop_padding, host_cluster_order
 
 __all__ = ["KMeans"]
 
@@ -83,6 +85,17 @@ class KMeans(*compat.BASES):
   Attributes (after ``fit``):
     cluster_centers_: ``[K, D]`` centroids (NumPy, in the clustering dtype).
     labels_: ``int32[N]`` label of every training point.
+    order_: ``int32[N]`` the training points grouped by cluster: a stable
+      permutation (``np.argsort(labels_, kind="stable")``), so cluster
+      ``j``'s points are ``order_[offsets_[j]:offsets_[j + 1]]`` in
+      ascending index order and ``X[order_]`` is X in cluster order (sparse
+      attention, inverted lists). From the sort the in-memory fit's update
+      already does (``kmeans(..., return_order=True)``); a streamed fit
+      (``chunk_size``) and ``partial_fit`` sort ``labels_`` on the host.
+    offsets_: ``int32[K + 1]`` where each cluster's run of ``order_``
+      starts (``offsets_[0] == 0``, ``offsets_[K] == N``).
+    sizes_: ``int32[K]`` training points per cluster (unweighted:
+      ``np.bincount(labels_, minlength=K)``; 0 for an empty cluster).
     inertia_: weighted sum of distances of the training points to their
       centroid (squared Euclidean distances for the default metric).
     n_iter_: Lloyd iterations run by the kept run (0 after ``partial_fit``
@@ -175,9 +188,12 @@ class KMeans(*compat.BASES):
         return kmeans_streaming(key, x, k, chunk_size=chunk, weights=w, init=start, **common)
     else:
       wp = rows_mod.row_weights(w, n, x.shape[0])
+      # The update's sort gives order_ at no extra pass (not on row-sharded
+      # X, whose driver has no such output: sorted on the host instead).
+      order = not mesh.is_row_sharded(x)
 
       def run(start):
-        return kmeans(key, x, k, weights=wp, init=start, **common)
+        return kmeans(key, x, k, weights=wp, init=start, return_order=order, **common)
     results = [jax.device_get(run(s)) for s in (init if isinstance(init, list) else [init])]
     scores = [float(r.inertia) if np.isfinite(r.inertia) else np.inf for r in results]
     res = results[int(np.argmin(scores))]
@@ -187,6 +203,7 @@ class KMeans(*compat.BASES):
   def _set_fit(self, res, n: int, k: int, w: np.ndarray | None) -> None:
     self.cluster_centers_ = np.asarray(res.centroids)
     self.labels_ = np.asarray(res.labels, dtype=np.int32)[:n]
+    self._set_order(res.order, k)
     self.inertia_ = float(res.inertia)
     self.n_iter_ = int(res.n_iter)
     self.converged_ = bool(res.converged)
@@ -202,6 +219,13 @@ class KMeans(*compat.BASES):
                     "points), or some clusters stayed empty.", compat.ConvergenceWarning,
                     stacklevel=3)
 
+  def _set_order(self, device_order, k: int) -> None:
+    """``order_``, ``offsets_``, ``sizes_`` of ``labels_``: from the run's
+    own order (padded rows dropped) or sorted on the host."""
+    got = (host_cluster_order(self.labels_, k) if device_order is None
+           else drop_padding(device_order, self.labels_, k))
+    self.order_, self.offsets_, self.sizes_ = got
+
   # ------------------------------------------------------------ partial_fit
   def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "KMeans":
     """One mini-batch k-means step on the batch X, as
@@ -211,7 +235,8 @@ class KMeans(*compat.BASES):
     batch's weight for it, ``W`` all earlier weight). The first call seeds
     the centres from the batch with ``init`` (a previous ``fit`` counts as a
     start: each centre then weighs the points it was fitted on). Afterwards
-    ``labels_`` and ``inertia_`` are the batch's against the updated centres.
+    ``labels_``, ``order_``/``offsets_``/``sizes_`` and ``inertia_`` are the
+    batch's against the updated centres.
     No random reassignment of small clusters is made (scikit-learn's
     ``reassignment_ratio=0``).
     """
@@ -242,6 +267,7 @@ class KMeans(*compat.BASES):
     self._counts = np.asarray(state.weight_sums)
     self.cluster_centers_ = self._codebook32.astype(x.dtype)
     self.labels_ = np.asarray(labels, np.int32)[:n]
+    self._set_order(None, self._codebook32.shape[0])
     d = np.asarray(dist, np.float64)[:n]
     self.inertia_ = float(np.sum(d if w is None else d * w))
     self.n_steps_ += 1
