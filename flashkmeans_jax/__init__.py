@@ -24,7 +24,6 @@ from flashkmeans_jax.api.training import (CodebookTransform, EMAState, MiniBatch
                                           vector_quantize)
 from flashkmeans_jax.core.precision import Certified
 from flashkmeans_jax.core.types import KMeansResult
-from flashkmeans_jax.estimator import KMeans
 from flashkmeans_jax.estimator.compile_cache import enable_compilation_cache
 from flashkmeans_jax.ops.assign.config import AssignConfig
 from flashkmeans_jax.ops.cluster_sums.config import UpdateConfig
@@ -70,3 +69,13 @@ __all__ = [
     "VQResult",
     "vector_quantize",
 ]
+
+
+def __getattr__(name: str):
+  """``KMeans`` is imported on first use (PEP 562): it brings scikit-learn,
+  about 2 s of start-up that the CLI and the functional API never need."""
+  if name == "KMeans":
+    from flashkmeans_jax.estimator import KMeans
+    globals()["KMeans"] = KMeans
+    return KMeans
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
