@@ -12,8 +12,12 @@ import pytest
 
 import flashkmeans_jax as fk
 from flashkmeans_jax import cli
+from tests.test_order import check_order
 
 ROOT = Path(__file__).resolve().parents[1]
+# The CLI switches on the persistent compilation cache: tests leave the
+# user's alone (see test_estimator.py; test_compile_cache.py checks the cache).
+os.environ.setdefault("FLASHKMEANS_JAX_NO_COMPILE_CACHE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,30 @@ def test_npy_outputs_and_summary(tmp_path, data, capsys):
   # --quiet prints nothing.
   assert cli.main([str(tmp_path / "x.npy"), "-k", "4", "--quiet"]) == 0
   assert capsys.readouterr().out == ""
+
+
+def test_kmeans_parallel_order_out_and_compile_cache(tmp_path, data, capsys, monkeypatch):
+  """--init k-means|| reaches kmeans; --order-out writes the inverse map of
+  the labels (one .npz); the compilation cache is switched on once the
+  checks passed, never for a refused run."""
+  from flashkmeans_jax.estimator import compile_cache
+  calls = []
+  monkeypatch.setattr(compile_cache, "enable_compilation_cache", lambda: calls.append(1))
+  np.save(tmp_path / "x.npy", data)
+  o_out, l_out = tmp_path / "o.npz", tmp_path / "l.npy"
+  args = [str(tmp_path / "x.npy"), "-k", "4", "--seed", "3", "--max-iter", "50",
+          "--init", "k-means||", "--order-out", str(o_out), "--labels-out", str(l_out)]
+  assert cli.main(args + ["--tol=-1"]) == 1
+  assert calls == [] and not o_out.exists()
+  assert cli.main(args) == 0
+  assert calls == [1]
+  assert "init=k-means||" in capsys.readouterr().out
+  ref = _ref(data, 4, seed=3, max_iter=50, init="k-means||")
+  labels = np.load(l_out)
+  np.testing.assert_array_equal(labels, np.asarray(ref.labels))
+  with np.load(o_out) as z:
+    assert sorted(z.files) == ["offsets", "order", "sizes"]
+    check_order(labels, 4, z["order"], z["offsets"], z["sizes"])
 
 
 @pytest.mark.parametrize("precision", ["F16_F16_F32", "highest"])
@@ -175,14 +203,19 @@ def test_streaming_branch(tmp_path, data, capsys, monkeypatch):
           "--labels-out", str(tmp_path / "l.npy"), "--centroids-out", str(tmp_path / "c.npy")]
   for n_init in (1, 2):
     seen.clear()
-    assert cli.main(args + ["--n-init", str(n_init), "--force"]) == 0
+    # --order-out in streaming mode: sorted on the host from the labels.
+    order = ["--order-out", str(tmp_path / "o.npz")] if n_init == 2 else []
+    assert cli.main(args + ["--n-init", str(n_init), "--force", *order]) == 0
     assert seen == [dict(type=np.memmap, chunk_size=100, n_init=n_init, labels_out=True)]
     assert "streamed in chunks (100 rows)" in capsys.readouterr().out
     ref = _ref(data, 4, n_init=n_init)
-    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), np.asarray(ref.labels))
+    labels = np.load(tmp_path / "l.npy")
+    np.testing.assert_array_equal(labels, np.asarray(ref.labels))
     np.testing.assert_allclose(np.load(tmp_path / "c.npy"), np.asarray(ref.centroids),
                                rtol=1e-5, atol=1e-5)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "l.npy", "x.npy"]
+  with np.load(tmp_path / "o.npz") as z:
+    check_order(labels, 4, z["order"], z["offsets"], z["sizes"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "l.npy", "o.npz", "x.npy"]
   # Below the threshold: the in-memory path.
   seen.clear()
   assert cli.main(args[:3] + ["--stream-above", "1G", "-q"]) == 0
@@ -248,7 +281,8 @@ def test_help_subprocess():
   for opt in ["--key", "--raw-dtype", "--raw-shape", "-k K, --clusters K", "--metric", "--dtype",
               "--max-iter", "--tol", "--init", "--n-init", "--seed", "--impl", "--precision",
               "--chunk-size",
-              "--stream-above", "--centroids-out", "--labels-out", "--quiet", "--verbose",
+              "--stream-above", "--centroids-out", "--labels-out", "--order-out", "k-means||",
+              "--quiet", "--verbose",
               "--debug", "built-in demo", "-f, --force", "--no-check-finite",
               "130", "143"]:
     assert opt in out.stdout, opt

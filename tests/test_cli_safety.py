@@ -19,6 +19,7 @@ import flashkmeans_jax as fk
 from flashkmeans_jax import cli
 
 PREFIX = "flashkmeans-jax: error: "
+os.environ.setdefault("FLASHKMEANS_JAX_NO_COMPILE_CACHE", "1")  # see test_cli.py
 
 
 # The runs use test_cli.py's shapes and options (400 x 6 float32, k=4,
@@ -128,6 +129,13 @@ def test_output_paths_checked_before_any_work(tmp_path, blobs, capsys, no_work, 
       # The outputs are distinct.
       ([C, f"{t}/c.npy", L, f"{t}/same_dir/c.npy"],
        f"{L}: {t}/same_dir/c.npy is the same file as {C} {t}/c.npy"),
+      ([L, f"{t}/l.npy", "--order-out", f"{t}/same_dir/l.npy"],
+       f"--order-out: {t}/same_dir/l.npy is the same file as {L} {t}/l.npy"),
+      (["--order-out", x, "--force"], f"--order-out: {x} is the input file; write the output "
+       "elsewhere"),
+      (["--order-out", f"{t}/d"], f"--order-out: {t}/d is a directory"),
+      (["--order-out", f"{t}/old.npy"], f"--order-out: {t}/old.npy exists; pass --force to "
+       "replace it"),
       # An existing file needs --force; a non-regular one is never replaced.
       ([L, f"{t}/old.npy"], f"{L}: {t}/old.npy exists; pass --force to replace it"),
       ([L, f"{t}/dangling.npy"], f"{L}: {t}/dangling.npy exists; pass --force to replace it"),
@@ -262,8 +270,8 @@ def test_unclear_input_errors_get_clear_messages(tmp_path, blobs, capsys, no_wor
                                  + ".+")),
       (["x.npy", "--init", str(t / "dir.npy")], f"--init: {t}/dir.npy is a directory, not a "
        "data file"),
-      (["x.npy", "--init", str(t / "nope.npy")], "--init: not k-means++, random or a .npy "
-       f"file; file not found: {t}/nope.npy"),
+      (["x.npy", "--init", str(t / "nope.npy")], "--init: not k-means++, k-means||, random or "
+       f"a .npy file; file not found: {t}/nope.npy"),
       (["x.npy", "--init", str(t / "init_trunc.npy")], f"--init: {t}/init_trunc.npy is "
        f"truncated ({len((t / 'init.npy').read_bytes()) - 4} of "
        f"{len((t / 'init.npy').read_bytes())} bytes): its header describes an array of shape "

@@ -120,6 +120,16 @@ class Outputs:
       raise CLIError(f"{out.flag}: cannot write {out.text}: {e.strerror or e}") from e
 
   @staticmethod
+  def write_npz(out: Output, **arrays: np.ndarray) -> None:
+    """Writes ``arrays`` as one uncompressed ``.npz`` into ``out``'s
+    temporary file."""
+    try:
+      np.savez(out.file, allow_pickle=False, **arrays)
+      out.file.flush()
+    except OSError as e:
+      raise CLIError(f"{out.flag}: cannot write {out.text}: {e.strerror or e}") from e
+
+  @staticmethod
   def memmap(out: Output, dtype, shape: tuple[int, ...]) -> np.memmap:
     """``out``'s temporary file as a writable ``.npy`` memory map (a header,
     then ``shape`` of ``dtype``), for results written as they are computed."""

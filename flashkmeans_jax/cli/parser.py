@@ -10,6 +10,7 @@ _EPILOG = """\
 examples:
   flashkmeans-jax                                   run the built-in demo
   flashkmeans-jax emb.npy -k 256 --labels-out labels.npy --centroids-out c.npy
+  flashkmeans-jax tok.npy -k 4096 --init 'k-means||' --order-out order.npz
   flashkmeans-jax data.npz --key train -k 10 --metric cosine --n-init 4
   flashkmeans-jax vecs.f32 --raw-dtype float32 --raw-shape=-1,768 -k 1024
   flashkmeans-jax big.npy -k 4096 --stream-above 2G --chunk-size 1000000
@@ -63,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--tol", type=float, default=1e-4,
                  help="relative centroid-shift tolerance, scikit-learn's rule (default 1e-4; "
                       "0 runs to a fixed point or --max-iter)")
-  g.add_argument("--init", default="k-means++", metavar="{k-means++,random,FILE.npy}",
-                 help="seeding: k-means++ (default), random, or a .npy file of [K, D] "
-                      "starting centroids")
+  g.add_argument("--init", default="k-means++",
+                 metavar="{k-means++,k-means||,random,FILE.npy}",
+                 help="seeding: k-means++ (default, greedy), k-means|| (scalable "
+                      "k-means++: 5 rounds drawing 2K points each, then k-means++ on "
+                      "them; for large K), random, or a .npy file of [K, D] starting "
+                      "centroids")
   g.add_argument("--n-init", type=int, default=1, metavar="N",
                  help="seedings to run; the lowest inertia wins (default 1)")
   g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -88,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="write the [K, D] centroids here (.npy)")
   g.add_argument("--labels-out", metavar="FILE.npy",
                  help="write the int32 [N] labels here (.npy)")
+  g.add_argument("--order-out", metavar="FILE.npz",
+                 help="write the points grouped by cluster here (.npz of order [N], a "
+                      "stable permutation; offsets [K+1]; sizes [K]): cluster j's points "
+                      "are order[offsets[j]:offsets[j+1]]")
   g.add_argument("-f", "--force", action="store_true",
                  help="replace output files that already exist (never an input file)")
   g.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")

@@ -22,6 +22,9 @@ from flashkmeans_jax.cli.inputs import (device_memory_bytes, existing_file, load
                                         parse_size, read_npy)
 from flashkmeans_jax.cli.outputs import Outputs
 
+# The seedings --init names (anything else is a .npy file of centroids).
+INIT_NAMES = ("k-means++", "k-means||", "random")
+
 # Bytes of data per block when the inertia is recomputed over finite rows.
 _BLOCK_BYTES = 64 << 20
 
@@ -79,6 +82,8 @@ def cluster(args, outputs: Outputs) -> int:
   from flashkmeans_jax.api.kmeans import kmeans
   from flashkmeans_jax.api.streaming import kmeans_streaming
   from flashkmeans_jax.core import validation
+  from flashkmeans_jax.estimator.compile_cache import enable_compilation_cache
+  from flashkmeans_jax.estimator.order import HostOrder, host_cluster_order
 
   if args.clusters is None:
     raise CLIError("-k/--clusters is required with an input file")
@@ -92,13 +97,15 @@ def cluster(args, outputs: Outputs) -> int:
   stream_above = None if args.stream_above == "auto" else parse_size(args.stream_above)
 
   path = existing_file(args.input)
-  init_path = (None if args.init in ("k-means++", "random") else
-               existing_file(args.init, "--init", "not k-means++, random or a .npy file; "))
+  init_path = (None if args.init in INIT_NAMES else
+               existing_file(args.init, "--init",
+                             "not k-means++, k-means||, random or a .npy file; "))
   inputs = {"the input file": path, **({"the --init file": init_path} if init_path else {})}
   centroids_out = outputs.reserve("--centroids-out", args.centroids_out, inputs=inputs,
                                   force=args.force)
   labels_out = outputs.reserve("--labels-out", args.labels_out, inputs=inputs,
                                force=args.force)
+  order_out = outputs.reserve("--order-out", args.order_out, inputs=inputs, force=args.force)
 
   x = load_input(path, args)
   checked(None, validation.check_points, x, str(args.input), numeric=True)
@@ -115,10 +122,10 @@ def cluster(args, outputs: Outputs) -> int:
     stream_above = device_memory_bytes() // 4
   streaming = x.nbytes > stream_above
 
-  # PERSISTENT COMPILATION CACHE (issue 16), the CLI's one call site: the
-  # lead wires flashkmeans_jax.estimator.compile_cache.enable_compilation_cache()
-  # here -- after every check (a refused run costs no cache set-up), before
-  # the first compilation.
+  # The persistent compilation cache (FLASHKMEANS_JAX_NO_COMPILE_CACHE=1 opts
+  # out): after every check, so a refused run costs no cache set-up, and
+  # before the first compilation, so a later run loads this one's programs.
+  enable_compilation_cache()
   key = jax.random.key(args.seed)
   common = dict(init=init, n_init=n_init, max_iter=max_iter, tol=tol, metric=args.metric,
                 impl=impl, precision=args.precision, verbose=args.verbose, check_finite=False)
@@ -132,7 +139,9 @@ def cluster(args, outputs: Outputs) -> int:
     labels = None
   else:
     xj = jnp.asarray(np.asarray(x).astype(target, copy=False))
-    res = jax.block_until_ready(kmeans(key, xj, k, **common))
+    # --order-out comes from the sort the update already does.
+    res = jax.block_until_ready(kmeans(key, xj, k, return_order=order_out is not None,
+                                       **common))
     labels = res.labels
   centroids = np.asarray(res.centroids)
   seconds = time.perf_counter() - t0
@@ -159,6 +168,14 @@ def cluster(args, outputs: Outputs) -> int:
     if labels is not None:
       outputs.write(labels_out, np.asarray(labels, np.int32))
     written.append(f"labels -> {labels_out.text} [{n}] int32")
+  if order_out is not None:
+    # Streamed labels are on the host (the --labels-out memory map when
+    # given): sorted there block by block.
+    got = (host_cluster_order(res.labels, k) if res.order is None
+           else HostOrder(*(np.asarray(a) for a in (res.order, res.offsets, res.sizes))))
+    outputs.write_npz(order_out, order=got.order, offsets=got.offsets, sizes=got.sizes)
+    written.append(f"order -> {order_out.text} (order [{n}], offsets [{k + 1}], "
+                   f"sizes [{k}]) {got.order.dtype}")
   outputs.commit()
 
   if not args.quiet:
