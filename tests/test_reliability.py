@@ -28,6 +28,7 @@ from jax.experimental import checkify
 
 import flashkmeans_jax as fk
 from flashkmeans_jax.api import checked
+from flashkmeans_jax.core import validation
 from tests import helpers
 
 IMPL = "xla"
@@ -492,6 +493,70 @@ SAME_ERRORS: list[SameError] = [
     SameError("key-raw-shape", ValueError,
               "key must be a single key: a raw uint32 key has shape (2,), got shape (3,)",
               _cells(KEY_TAKERS, key=_RAW_KEY3)),
+]
+
+
+def e_checked(key=D["key"], x=_X, k=3, **kw):
+  return checked.checked_kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+def e_assign_streaming(x=_XN, c=_XN[:4], **kw):
+  return fk.assign_streaming(np.asarray(x), np.asarray(c), **_merge(dict(impl=IMPL), kw))
+
+
+def _row_sharded_x():
+  from jax.sharding import NamedSharding, PartitionSpec
+  from flashkmeans_jax.drivers.sharded.mesh import data_mesh
+  mesh = data_mesh(jax.devices()[:4])
+  return jax.device_put(_X, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
+
+
+# The seeding and inverse-map options (issue 21): kmeans, batched_kmeans and
+# checked_kmeans check them with the same function.
+SEEDING_TAKERS = dict(kmeans=e_kmeans, batched_kmeans=e_batched, checked_kmeans=e_checked)
+_D0 = jax.devices()[0]
+# kmeans_streaming and assign_streaming check devices= with
+# validation.check_devices, as the direct call does.
+DEVICE_TAKERS = dict(kmeans_streaming=e_streaming, assign_streaming=e_assign_streaming,
+                     check_devices=lambda device=None, devices=None: validation.check_devices(
+                         device, devices))
+SAME_ERRORS += [
+    SameError("return_order-int", TypeError, "return_order must be a bool, got int (1)",
+              _cells(SEEDING_TAKERS, return_order=1)),
+    SameError("oversampling_factor-zero", ValueError,
+              "oversampling_factor must be a finite number > 0, got 0.0",
+              _cells(SEEDING_TAKERS, init="k-means||", oversampling_factor=0.0)),
+    SameError("init_rounds-zero", ValueError, "init_rounds must be >= 1, got 0",
+              _cells(SEEDING_TAKERS, init="k-means||", init_rounds=0)),
+    SameError("max_points_per_centroid-zero", ValueError,
+              "max_points_per_centroid must be >= 1, got 0",
+              _cells(SEEDING_TAKERS, max_points_per_centroid=0)),
+    SameError("n_local_trials-float", TypeError, "n_local_trials must be an int, got float (2.0)",
+              _cells({**SEEDING_TAKERS, "init_kmeans_plusplus": e_init_pp,
+                      "sharded_init_kmeans_plusplus": e_sharded_pp}, n_local_trials=2.0)),
+    # Row-sharded x: the options its driver lacks are refused, not ignored.
+    SameError("sharded-unsupported-options", ValueError,
+              "row-sharded x: return_order, init='k-means||', n_local_trials, "
+              "oversampling_factor, init_rounds and max_points_per_centroid are not "
+              "supported by the sharded driver yet; gather x or use cluster_order on the "
+              "labels", {
+                  "kmeans(return_order)": lambda t: e_kmeans(x=_row_sharded_x(),
+                                                             return_order=True),
+                  "kmeans(init='k-means||')": lambda t: e_kmeans(x=_row_sharded_x(),
+                                                                 init="k-means||"),
+                  "kmeans(init_rounds)": lambda t: e_kmeans(x=_row_sharded_x(), init_rounds=2),
+                  "kmeans(max_points_per_centroid)": lambda t: e_kmeans(
+                      x=_row_sharded_x(), max_points_per_centroid=4)}),
+    SameError("devices-and-device", ValueError, "pass either device= or devices=, not both",
+              _cells(DEVICE_TAKERS, device=_D0, devices=[_D0])),
+    SameError("devices-repeated", ValueError, "devices must not repeat a device",
+              _cells(DEVICE_TAKERS, devices=[_D0, _D0])),
+    SameError("devices-empty", TypeError,
+              "devices must be a non-empty sequence of jax.Device, got []",
+              _cells(DEVICE_TAKERS, devices=[])),
+    SameError("devices-not-devices", TypeError,
+              "devices must be a non-empty sequence of jax.Device, got ['cpu:0']",
+              _cells(DEVICE_TAKERS, devices=["cpu:0"])),
 ]
 if not any(d.platform == "gpu" for d in jax.devices()):
   SAME_ERRORS.append(SameError(

@@ -78,27 +78,11 @@ def transfer_rates(device: Any = None) -> probe.Rates:
   return probe.measured(device or jax.devices()[0])
 
 
-def _devices(device: Any, devices: Any) -> list:
-  """The devices of a run, in row order."""
-  if devices is None:
-    return [device or jax.devices()[0]]
-  if device is not None:
-    raise ValueError("pass either device= or devices=, not both")
-  devs = list(devices)
-  if not devs or not all(isinstance(d, jax.Device) for d in devs):
-    raise TypeError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
-  if len(set(devs)) != len(devs):
-    raise ValueError("devices must not repeat a device")
-  if any(d.process_index != jax.process_index() for d in devs):
-    raise ValueError("devices must all belong to this process (one host)")
-  return devs
-
-
 def _setup(src: HostSource, weighted: bool, chunk_size, budget, device, devices, method,
            passes: int, keep_pinned: bool, verbose: bool) -> driver.Setup:
   """Per-device plans over contiguous row ranges, and the transfer method
   (``auto``: chosen for the first device, see ``plan.choose_method``)."""
-  devs = _devices(device, devices)
+  devs = validation.check_devices(device, devices)
   n, d = src.shape
   plans = [plan_for((b - a, d), src.dtype.itemsize, weighted, chunk_size, budget, dev)
            for (a, b), dev in zip(row_ranges(n, len(devs)), devs)]

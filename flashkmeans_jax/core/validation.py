@@ -37,7 +37,7 @@ from flashkmeans_jax.core.values import check_finite  # noqa: F401
 
 __all__ = ["check_points", "check_centroids", "check_n_features", "check_k",
            "check_centroids_or_k", "check_farthest", "check_labels", "check_weights",
-           "host_weights", "check_key", "check_sums", "resolve_impl",
+           "host_weights", "check_key", "check_devices", "check_sums", "resolve_impl",
            "resolve_precision", "check_init", "lloyd_options", "target_dtype",
            "check_finite", "check_axes", "check_bool", "check_choice", "check_empty",
            "check_fraction", "check_impl", "check_init_name", "check_metric",
@@ -226,6 +226,24 @@ def check_key(key: Any, name: str = "key") -> None:
   if tuple(key.shape) != raw:
     raise ValueError(f"{name} must be a single key: a raw uint32 key has shape {raw}, got "
                      f"shape {tuple(key.shape)}{split if key.shape[1:] == raw else ''}")
+
+
+def check_devices(device: Any, devices: Any) -> list:
+  """The devices of a streamed run, in row order: ``[device]`` (default
+  ``jax.devices()[0]``), or ``devices`` -- a non-empty sequence of distinct
+  ``jax.Device`` of this process -- when given (not both)."""
+  if devices is None:
+    return [device or jax.devices()[0]]
+  if device is not None:
+    raise ValueError("pass either device= or devices=, not both")
+  devs = list(devices)
+  if not devs or not all(isinstance(d, jax.Device) for d in devs):
+    raise TypeError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
+  if len(set(devs)) != len(devs):
+    raise ValueError("devices must not repeat a device")
+  if any(d.process_index != jax.process_index() for d in devs):
+    raise ValueError("devices must all belong to this process (one host)")
+  return devs
 
 
 def check_sums(sums: Any, counts: Any) -> tuple[int, int]:
