@@ -101,6 +101,29 @@ def test_kmeans_parallel_finds_every_blob(blobs):
   assert sorted(nearest.tolist()) == list(range(12))
 
 
+def test_kmeans_parallel_lloyd_recluster(blobs, monkeypatch):
+  """The recluster used when greedy k-means++ on the candidates would be too
+  much work (large k): forced here by a zero work limit. The seeds alone
+  sit one per blob (12 seeds in 32 rounds: one D^2 draw per round, so plain
+  k-means++ on the candidates here; at large k each round draws k / 32)."""
+  x, centers = blobs
+  assert seeding.greedy_recluster(12, 500, 4, None)
+  monkeypatch.setattr(seeding, "GREEDY_RECLUSTER_MAX_WORK", 0)
+  assert not seeding.greedy_recluster(12, 500, 4, None)
+  seed = jax.jit(lambda key: seeding.init_kmeans_parallel(key, x, 12, precision=HI))
+  for s in range(3):
+    c = seed(jax.random.key(s))
+    assert c.shape == (12, 4) and bool(jnp.all(jnp.isfinite(c)))
+    nearest = ((np.asarray(c)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+    assert sorted(nearest.tolist()) == list(range(12)), nearest
+  # Distinct candidates: the first batch is a weighted draw without
+  # replacement, later ones never draw a candidate sitting on a seed.
+  cand = jnp.asarray(np.random.default_rng(0).normal(size=(40, 3)), jnp.float32)
+  seeds = seeding.recluster_batched(jax.random.key(1), cand, jnp.ones(40), 40, iters=0,
+                                    precision=HI)
+  assert len({tuple(r) for r in np.asarray(seeds).tolist()}) == 40
+
+
 @pytest.mark.slow
 def test_kmeans_parallel_no_worse_than_kmeans_plusplus(blobs):
   x, _ = blobs

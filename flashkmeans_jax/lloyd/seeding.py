@@ -31,7 +31,8 @@ from flashkmeans_jax.ops.assign import api as assign_op
 
 __all__ = ["init_random", "init_kmeans_plusplus", "init_centroids", "usable_rows",
            "draw_proportional", "gather_rows", "dist_to_candidates",
-           "parallel_candidates", "init_kmeans_parallel", "round_capacity"]
+           "parallel_candidates", "init_kmeans_parallel", "round_capacity",
+           "greedy_recluster", "recluster_batched"]
 
 
 def usable_rows(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -223,22 +224,101 @@ def parallel_candidates(key: jax.Array, x: jax.Array, k: int,
   return jnp.where(held[:, None], cand, 0.0), jnp.where(held, cw, 0.0)
 
 
+# Greedy k-means++ on the candidates is k sequential steps, each scoring
+# n_local_trials draws against all C candidates: k * C * trials * D
+# multiply-adds in k dependent launches. Below this many it is cheap (under a
+# second on a GPU, and the small problems of tests and notebooks); above it
+# (K=65,536 from 2^22 points: C ~ 670,000, about 1e17 FLOP, hours) the
+# candidates are reclustered by weighted Lloyd iterations instead.
+GREEDY_RECLUSTER_MAX_WORK = 1 << 34
+# In that case: rounds of D^2 draws on the candidates (each draws k / rounds
+# of them at once, so the distance work is one C x k pass in all), then
+# Lloyd iterations over the candidates (the run that follows iterates anyway;
+# two pull each seed to its candidates' weighted mean).
+RECLUSTER_ROUNDS = 32
+RECLUSTER_LLOYD_ITERS = 2
+
+
+def greedy_recluster(k: int, n_candidates: int, d: int, n_local_trials: int | None) -> bool:
+  """Whether k-means|| reclusters its ``n_candidates`` weighted candidates with
+  greedy k-means++ (``True``) or with :func:`recluster_batched` (``False``):
+  by the greedy step's work, :data:`GREEDY_RECLUSTER_MAX_WORK`."""
+  trials = n_local_trials or 2 + int(math.log(k))
+  return k * n_candidates * trials * d <= GREEDY_RECLUSTER_MAX_WORK
+
+
+def recluster_batched(key: jax.Array, cand: jax.Array, cw: jax.Array, k: int, *,
+                      metric: str = "sqeuclidean", precision: Any = None, impl: str = "xla",
+                      config: Any = None, rounds: int = RECLUSTER_ROUNDS,
+                      iters: int = RECLUSTER_LLOYD_ITERS) -> jax.Array:
+  """``k`` seeds ``float32[k, D]`` from weighted candidates ``cand [C, D]``,
+  ``cw float32[C]`` (zero weight: an unused slot) in ``rounds`` batched steps
+  of k-means++: the first ``m = ceil(k / rounds)`` seeds are distinct
+  candidates drawn with probability proportional to ``cw``, every later
+  batch ``m`` distinct candidates drawn proportionally to ``cw * D^2`` (D the
+  distance to the nearest seed so far: Gumbel top-m, so no candidate is drawn
+  twice and a candidate on a seed is never drawn); then ``iters`` weighted
+  Lloyd iterations over the candidates (a seed winning no candidate stays).
+  Every distance comes from the assignment op, against the new batch only:
+  no C x k matrix, and one C x k pass of distance work for the draws."""
+  seed_metric = "cosine" if metric == "cosine" else "sqeuclidean"
+  c_total, d = cand.shape
+  m = -(-k // rounds)
+  n_rounds = -(-k // m)
+  key0, key_rounds = jax.random.split(key)
+
+  def draw(kr, weight):
+    g = jax.random.gumbel(kr, (c_total,), jnp.float32)
+    score = jnp.where(weight > 0, jnp.log(jnp.where(weight > 0, weight, 1.0)) + g, -jnp.inf)
+    return lax.top_k(score, m)[1]
+
+  def nearest(rows):
+    return assign_op.assign(cand, rows, seed_metric, impl, precision, config)[1]
+
+  first = cand[draw(key0, cw)]
+  seeds = jnp.zeros((n_rounds * m, d), jnp.float32).at[:m].set(first)
+  closest = nearest(first)
+
+  def round_(r, carry):
+    seeds, closest = carry
+    rows = cand[draw(jax.random.fold_in(key_rounds, r), cw * closest)]
+    seeds = lax.dynamic_update_slice(seeds, rows, (r * m, 0))
+    return seeds, jnp.minimum(closest, nearest(rows))
+
+  seeds, _ = lax.fori_loop(1, n_rounds, round_, (seeds, closest))
+  c = seeds[:k]
+  wc = cw[:, None] * cand
+
+  def step(_, c):
+    labels, _ = assign_op.assign(cand, c, seed_metric, impl, precision, config)
+    sums = jax.ops.segment_sum(wc, labels, num_segments=k)
+    mass = jax.ops.segment_sum(cw, labels, num_segments=k)
+    return jnp.where((mass > 0)[:, None], sums / jnp.where(mass > 0, mass, 1.0)[:, None], c)
+
+  return lax.fori_loop(0, iters, step, c)
+
+
 def init_kmeans_parallel(key: jax.Array, x: jax.Array, k: int,
                          weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
                          seed: SeedingOptions = SeedingOptions(), precision: Any = None,
                          impl: str = "xla", config: Any = None,
                          combine: Combine = LOCAL) -> jax.Array:
-  """k-means|| seeds ``float32[k, D]``: :func:`parallel_candidates`, then
-  weighted greedy k-means++ on the candidates (replicated on every block, so
-  that step needs no communication). Defaults: ``oversampling_factor`` 2
-  (``l = 2k``), 5 rounds, ``n_local_trials`` ``2 + floor(log k)``."""
+  """k-means|| seeds ``float32[k, D]``: :func:`parallel_candidates`, then the
+  weighted candidates reclustered into ``k`` (replicated on every block, so
+  that step needs no communication): by greedy k-means++ when that is cheap
+  (:func:`greedy_recluster`), else by :func:`recluster_batched`. Defaults:
+  ``oversampling_factor`` 2 (``l = 2k``), 5 rounds, ``n_local_trials`` ``2 +
+  floor(log k)``."""
   key_c, key_pp = jax.random.split(key)
   cand, cw = parallel_candidates(
       key_c, x, k, weights, metric=metric,
       oversampling_factor=seed.oversampling_factor or 2.0, rounds=seed.init_rounds or 5,
       impl=impl, precision=precision, config=config, combine=combine)
-  return init_kmeans_plusplus(key_pp, cand, k, cw, metric=metric,
-                              n_local_trials=seed.n_local_trials, precision=precision)
+  if greedy_recluster(k, cand.shape[0], x.shape[1], seed.n_local_trials):
+    return init_kmeans_plusplus(key_pp, cand, k, cw, metric=metric,
+                                n_local_trials=seed.n_local_trials, precision=precision)
+  return recluster_batched(key_pp, cand, cw, k, metric=metric, precision=precision, impl=impl,
+                         config=config)
 
 
 def init_centroids(key: jax.Array, x: jax.Array, k: int, init: str,
