@@ -11,6 +11,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 import flashkmeans_jax as fk
 from flashkmeans_jax.api import training
+from tests import cases
 
 IMPLS = ["xla", "pallas_interpret"]
 
@@ -40,28 +41,129 @@ def _np_grad_c(x, c, labels, g, metric):
   return out
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
-def test_centroid_gradient_matches_float64(impl, metric):
-  x, c = _data(0)
-  # Points in the positive orthant and cluster 6 opposite them: it is the
-  # nearest of no point under every metric, so its gradient must be exactly 0.
-  x = jnp.abs(x)
-  c = c.at[6].set(-100.0)
-  g = jax.random.uniform(jax.random.key(1), (x.shape[0],), minval=-1.0, maxval=1.0)
-  g = g.at[:20].set(0.0)  # masked rows: no contribution
+def grad_reference(x, c, g, labels, metric):
+  """float64 gradients of ``sum_n g_n dist(x_n, c_{labels_n})`` (labels fixed)
+  w.r.t. x and c, and the magnitudes their float32 rounding is relative to.
 
-  def loss(c):
+  Rows of x that are not finite, and non-finite ``g``, add nothing to the
+  centroid gradient (the op's rule); ``gx`` is returned for the rows where
+  both are finite only (NaN elsewhere). Returns ``(gx, gc, mag_x, mag_c, n_k)`` with ``n_k``
+  the rows summed into each centroid.
+  """
+  x = np.asarray(x.astype(jnp.float32) if hasattr(x, "astype") else x, np.float64)
+  c = np.asarray(c, np.float64)
+  g = np.asarray(g, np.float64)
+  labels = np.asarray(labels)
+  ok = np.isfinite(x).all(1) & np.isfinite(g)
+  x0 = np.where(ok[:, None], x, 0.0)
+  g0 = np.where(ok, g, 0.0)[:, None]
+  cl = c[labels]
+  if metric == "sqeuclidean":
+    gx, rows = 2.0 * g0 * (x0 - cl), -2.0 * g0 * (x0 - cl)
+    mag_x = 2.0 * np.abs(g0) * (np.abs(x0) + np.abs(cl))
+    mag_rows = 2.0 * np.abs(g0) * (np.abs(x0) + np.abs(cl))
+  elif metric == "dot":
+    gx, rows = -g0 * cl, -g0 * x0
+    mag_x, mag_rows = np.abs(g0 * cl), np.abs(g0 * x0)
+  else:
+    xn = np.linalg.norm(x0, axis=1, keepdims=True)
+    cn = np.linalg.norm(cl, axis=1, keepdims=True)
+    live = (xn > 0) & (cn > 0)
+    u = x0 / np.where(xn > 0, xn, 1.0)
+    v = cl / np.where(cn > 0, cn, 1.0)
+    cos = (u * v).sum(1, keepdims=True)
+    gx = np.where(live, -g0 * (v - cos * u) / np.where(xn > 0, xn, 1.0), 0.0)
+    rows = np.where(live, -g0 * (u - cos * v) / np.where(cn > 0, cn, 1.0), 0.0)
+    mag_x = np.where(live, np.abs(g0) * (np.abs(v) + np.abs(u)) / np.where(xn > 0, xn, 1), 0)
+    mag_rows = np.where(live, np.abs(g0) * (np.abs(u) + np.abs(v)) / np.where(cn > 0, cn, 1), 0)
+  gc = np.zeros_like(c)
+  mag_c = np.zeros_like(c)
+  np.add.at(gc, labels, rows)
+  np.add.at(mag_c, labels, mag_rows)
+  n_k = np.bincount(labels[ok], minlength=c.shape[0])
+  gx = np.where(ok[:, None], gx, np.nan)
+  return gx, gc, mag_x, mag_c, n_k
+
+
+def check_gradients(x, c, g, labels, gx, gc, metric):
+  """The custom VJP's ``gx`` and ``gc`` against :func:`grad_reference` under
+  bounds from float32 rounding: each centroid entry is a float32 sum of its
+  ``n_k`` rows plus a D-term dot (cosine) and a few roundings, so its error
+  is at most ``gamma(n_k + D + 6)`` times the summed magnitudes
+  (:func:`tests.cases.gamma`, times :data:`tests.cases.SAFETY`); each ``gx``
+  entry is a few roundings of its terms (cosine: a D-term dot)."""
+  want_x, want_c, mag_x, mag_c, n_k = grad_reference(x, c, g, labels, metric)
+  d = c.shape[1]
+  u = cases.accumulation_roundoff()
+  bound_c = cases.SAFETY * cases.gamma(n_k + d + 6, u)[:, None] * mag_c
+  got_c = np.asarray(gc, np.float64)
+  assert np.all(np.isfinite(got_c))
+  err_c = np.abs(got_c - want_c)
+  assert np.all(err_c <= bound_c), (err_c - bound_c).max()
+  rows = np.isfinite(want_x).all(1)
+  # gx is returned in x's dtype: one more rounding to it.
+  ux = float(jnp.finfo(jnp.asarray(gx).dtype).eps) / 2
+  got_x = np.asarray(jnp.asarray(gx).astype(jnp.float32), np.float64)[rows]
+  bound_x = (cases.SAFETY * cases.gamma(d + 6, u) * mag_x[rows]
+             + ux * np.abs(want_x[rows]))
+  err_x = np.abs(got_x - want_x[rows])
+  assert np.all(err_x <= bound_x), (err_x - bound_x).max()
+
+
+def _awkward_case(metric, dtype, seed=20, n=240, d=6, k=7):
+  """Points, codebook and cotangents with every edge the rule names: NaN and
+  Inf rows, a zero row, a NaN and an Inf cotangent, negative and zero
+  cotangents, a cluster no point is nearest to and a NaN centroid."""
+  rng = np.random.default_rng(seed)
+  x = np.abs(rng.normal(size=(n, d))) + 0.1
+  x[3, 1] = np.nan
+  x[7] = np.inf
+  x[11] = 0.0
+  c = rng.normal(size=(k, d))
+  c[5] = -100.0   # opposite the positive points: nearest to none under every metric
+  c[6] = np.nan   # wins no point
+  g = rng.uniform(-1.0, 1.0, n)
+  g[20:30] = 0.0
+  g[31], g[32] = np.nan, np.inf
+  return (jnp.asarray(x, dtype), jnp.asarray(c, jnp.float32), jnp.asarray(g, jnp.float32))
+
+
+@pytest.mark.parametrize("impl,dtype", [("xla", "float32"), ("xla", "bfloat16"),
+                                        ("xla", "float16"), ("pallas_interpret", "float32"),
+                                        ("pallas_interpret", "bfloat16")])
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
+def test_gradients_match_float64_with_edge_rows(impl, dtype, metric):
+  x, c, g = _awkward_case(metric, cases.DTYPES[dtype])
+
+  def loss(x, c):
     return jnp.sum(g * fk.assign(x, c, metric=metric, impl=impl)[1])
 
-  labels = np.asarray(fk.assign(x, c, metric=metric, impl="xla")[0])
-  assert 6 not in labels
-  got = np.asarray(jax.grad(loss)(c), np.float64)
-  want = _np_grad_c(x, c, labels, g, metric)
-  # float32 sums of N products of O(1) terms: a few ulps of the summed magnitude.
-  bound = 1e-5 * (1.0 + np.abs(want).max())
-  np.testing.assert_allclose(got, want, atol=bound, rtol=0)
-  assert np.all(got[6] == 0.0)
+  # Under jit: an eager call refuses the NaN rows and the NaN centroid.
+  labels = np.asarray(jax.jit(lambda x, c: fk.assign(x, c, metric=metric, impl=impl)[0])(x, c))
+  assert 5 not in labels and 6 not in labels
+  gx, gc = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, c)
+  assert gx.dtype == x.dtype and gc.dtype == c.dtype
+  check_gradients(x, c, g, labels, gx, gc, metric)
+  assert np.all(np.asarray(gc)[5:] == 0.0)
+  # A NaN cotangent still reaches gx (elementwise), only the sums leave it out.
+  assert np.isnan(np.asarray(gx[31], np.float32)).all()
+
+
+# dot's centroid gradient is the same weighted sum as sqeuclidean's.
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_gradients_under_jit_of_vmap_match_float64(metric):
+  xs, cs, gs = zip(*[_awkward_case(metric, jnp.bfloat16, seed=s, n=96, d=5, k=7)
+                     for s in (21, 22)])
+  xs, cs, gs = jnp.stack(xs), jnp.stack(cs), jnp.stack(gs)
+
+  def loss(x, c, g):
+    return jnp.sum(g * fk.assign(x, c, metric=metric, impl="pallas_interpret")[1])
+
+  gx, gc = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(xs, cs, gs)
+  for b in range(2):
+    labels = jax.jit(lambda x, c: fk.assign(x, c, metric=metric, impl="pallas_interpret")[0])(
+        xs[b], cs[b])
+    check_gradients(xs[b], cs[b], gs[b], labels, gx[b], gc[b], metric)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -90,20 +192,6 @@ def test_gradients_match_finite_differences(impl):
     e[idx] = h
     fd = (f64(x64 + e, c64) - f64(x64 - e, c64)) / (2 * h)
     np.testing.assert_allclose(float(gx[idx]), fd, rtol=1e-3, atol=1e-4)
-
-
-def test_gradient_under_vmap_matches_per_member():
-  x, c = _data(3, n=48, d=4, k=4)
-  xs = jnp.stack([x, x[::-1] * 2.0])
-  cs = jnp.stack([c, c + 0.5])
-
-  def loss(x, c):
-    return jnp.mean(fk.assign(x, c, impl="pallas_interpret")[1])
-
-  batched = jax.vmap(jax.grad(loss, argnums=1))(xs, cs)
-  for b in range(2):
-    np.testing.assert_allclose(batched[b], jax.grad(loss, argnums=1)(xs[b], cs[b]),
-                               rtol=1e-6, atol=1e-6)
 
 
 def test_vector_quantize_straight_through_and_losses():

@@ -80,37 +80,57 @@ def _assign_fwd(x, centroids, metric, impl, precision, config, runner_up):
 def _assign_bwd(metric, impl, precision, config, runner_up, res, cts):
   """Gradient of each point's distance to its chosen centroid (labels fixed).
 
-  W.r.t. x it is elementwise. W.r.t. the centroids it is a per-cluster sum of
-  cotangent-weighted rows: the cluster-sums op computes it (on the GPU the
+  W.r.t. x it is elementwise. W.r.t. the centroids it is a per-cluster sum,
+  computed as ONE weighted cluster sum of x in its own dtype (on the GPU the
   sort-inverse kernel: contiguous segments, no contended atomic scatter of N
-  rows into K, and the same bits on every run). Rows of x holding NaN or Inf
-  add nothing to it (the op's rule).
+  rows into K, the same bits on every run, and no ``[N, D]`` float32 rows
+  written or read), with ``S_k = sum_{i in k} w_i x_i`` and ``G_k = sum w_i``:
+
+  * sqeuclidean, ``w = g``: ``sum_i -2 g_i (x_i - c_k) = 2 (c_k G_k - S_k)``;
+  * dot, ``w = g``: ``-S_k``;
+  * cosine, ``w = g / |x|`` (so ``S_k = sum g_i u_i`` with ``u_i = x_i/|x_i|``)
+    and ``v_k = c_k/|c_k|``: ``-(S_k - v_k (v_k . S_k)) / |c_k|``, since
+    ``sum g_i cos_i = v_k . S_k`` inside cluster k.
+
+  Rows of x holding NaN or Inf, zero rows (cosine), non-finite cotangents
+  and non-finite centroids add nothing to it, as when it was a sum of
+  per-row terms whose non-finite ones the op leaves out. The expanded form
+  rounds relative to ``|x|`` rather than ``|x - c|``: for data far from the
+  origin relative to its spread the float32 error grows in that ratio.
   """
   del precision, config, runner_up
   x, centroids, labels = res
-  g = cts[1]  # the runner-up's cotangent (cts[2]) is dropped: no gradient
+  g_raw = cts[1].astype(jnp.float32)  # the runner-up's cotangent (cts[2]): no gradient
+  # gx keeps a non-finite cotangent (elementwise); the centroid sums leave it out.
+  g = jnp.where(jnp.isfinite(g_raw), g_raw, 0.0)
   k = centroids.shape[0]
-  xf = x.astype(jnp.float32)
   cf = centroids.astype(jnp.float32)
+  c_ok = jnp.all(jnp.isfinite(cf), axis=-1, keepdims=True)
   cl = cf[labels]
-  g = g.astype(jnp.float32)[:, None]
+  xf = x.astype(jnp.float32)  # gx only: elementwise, fused into its output
+  g1 = g_raw[:, None]
   if metric == "sqeuclidean":
-    diff = xf - cl
-    gx = 2.0 * g * diff
-    gc_rows = -gx
+    gx = 2.0 * g1 * (xf - cl)
+    s, gsum = cluster_sums_op.cluster_sums(x, labels, k, g, impl)
+    gc = 2.0 * (cf * gsum[:, None] - s)
   elif metric == "cosine":
-    xn = jnp.sqrt(jnp.sum(xf * xf, -1, keepdims=True))
-    cn = jnp.sqrt(jnp.sum(cl * cl, -1, keepdims=True))
-    u = xf / jnp.where(xn > 0, xn, 1.0)
-    v = cl / jnp.where(cn > 0, cn, 1.0)
-    cos = jnp.sum(u * v, -1, keepdims=True)
-    gx = jnp.where(xn > 0, -g * (v - cos * u) / jnp.where(xn > 0, xn, 1.0), 0.0)
-    gc_rows = jnp.where((cn > 0) & (xn > 0),
-                        -g * (u - cos * v) / jnp.where(cn > 0, cn, 1.0), 0.0)
+    xn = jnp.sqrt(jnp.sum(xf * xf, -1))
+    cn = jnp.sqrt(jnp.sum(cf * cf, -1, keepdims=True))
+    x_ok = (xn > 0) & jnp.isfinite(xn)
+    inv_xn = jnp.where(x_ok, 1.0 / jnp.where(x_ok, xn, 1.0), 0.0)[:, None]
+    cn_safe = jnp.where(cn > 0, cn, 1.0)
+    v = cf / cn_safe
+    vl = v[labels]
+    u = xf * inv_xn
+    cos = jnp.sum(u * vl, -1, keepdims=True)
+    gx = -g1 * (vl - cos * u) * inv_xn
+    s, _ = cluster_sums_op.cluster_sums(x, labels, k, g * inv_xn[:, 0], impl)
+    gc = jnp.where(cn > 0, -(s - v * jnp.sum(v * s, -1, keepdims=True)) / cn_safe, 0.0)
   else:
-    gx = -g * cl
-    gc_rows = -g * xf
-  gc, _ = cluster_sums_op.cluster_sums(gc_rows, labels, k, None, impl)
+    gx = -g1 * cl
+    s, _ = cluster_sums_op.cluster_sums(x, labels, k, g, impl)
+    gc = -s
+  gc = jnp.where(c_ok, gc, 0.0)
   return gx.astype(x.dtype), gc.astype(centroids.dtype)
 
 
