@@ -511,6 +511,12 @@ def _row_sharded_x():
   return jax.device_put(_X, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
 
 
+def _read_only(dtype):
+  out = np.zeros(20, dtype)
+  out.flags.writeable = False
+  return out
+
+
 # The seeding and inverse-map options (issue 21): kmeans, batched_kmeans and
 # checked_kmeans check them with the same function.
 SEEDING_TAKERS = dict(kmeans=e_kmeans, batched_kmeans=e_batched, checked_kmeans=e_checked)
@@ -547,6 +553,18 @@ SAME_ERRORS += [
                   "kmeans(init_rounds)": lambda t: e_kmeans(x=_row_sharded_x(), init_rounds=2),
                   "kmeans(max_points_per_centroid)": lambda t: e_kmeans(
                       x=_row_sharded_x(), max_points_per_centroid=4)}),
+    # A read-only output fails before the run, not at the first write after it.
+    SameError("out-read-only", ValueError,
+              "labels_out is read-only; pass a writable array (an np.memmap opened with mode "
+              "'r+' or 'w+')", {
+                  "kmeans_streaming": lambda t: e_streaming(labels_out=_read_only(np.int32)),
+                  "kmeans_streaming(dist_out)": lambda t: e_streaming(
+                      dist_out=_read_only(np.float32)),
+                  "assign_streaming": lambda t: e_assign_streaming(
+                      labels_out=_read_only(np.int32)),
+                  "assign_streaming(dist_out)": lambda t: e_assign_streaming(
+                      dist_out=_read_only(np.float32))},
+              aliases={"dist_out": "labels_out"}),
     SameError("devices-and-device", ValueError, "pass either device= or devices=, not both",
               _cells(DEVICE_TAKERS, device=_D0, devices=[_D0])),
     SameError("devices-repeated", ValueError, "devices must not repeat a device",

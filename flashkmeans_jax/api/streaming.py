@@ -93,7 +93,7 @@ def _setup(src: HostSource, weighted: bool, chunk_size, budget, device, devices,
 
 
 def _check_out(out: Any, n: int, name: str, kind: str) -> None:
-  """A caller-owned host output array ``[n]`` of dtype kind ``kind``."""
+  """A caller-owned, writable host output array ``[n]`` of dtype kind ``kind``."""
   if out is None:
     return
   if not hasattr(out, "shape") or tuple(out.shape) != (n,):
@@ -101,6 +101,12 @@ def _check_out(out: Any, n: int, name: str, kind: str) -> None:
                      f"{getattr(out, 'shape', type(out).__name__)}")
   if np.dtype(out.dtype).kind != kind:
     raise TypeError(f"{name} must have dtype kind {kind!r}, got {out.dtype}")
+  # Found now, not by the first write after the whole run (NumPy arrays and
+  # memmaps; other writers report their own errors).
+  flags = getattr(out, "flags", None)
+  if flags is not None and not getattr(flags, "writeable", True):
+    raise ValueError(f"{name} is read-only; pass a writable array (an np.memmap opened "
+                     "with mode 'r+' or 'w+')")
 
 
 def _in_memory(a: Any) -> bool:
