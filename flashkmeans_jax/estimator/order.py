@@ -71,7 +71,12 @@ def host_cluster_order(labels: Any, k: int, *, block_rows: int = BLOCK_ROWS) -> 
   """
   n = int(labels.shape[0])
   dt = _index_dtype(n)
-  blocks = range(0, n, max(1, int(block_rows)))
+  block_rows = max(1, int(block_rows))
+  if n <= block_rows:  # one block: its stable sort is the answer
+    lab = np.asarray(labels[:n])
+    order = np.argsort(_sort_key(lab, k), kind="stable").astype(dt)
+    return drop_padding(order, lab, k)
+  blocks = range(0, n, block_rows)
   sizes = np.zeros((k,), np.int64)
   for start in blocks:
     sizes += np.bincount(np.asarray(labels[start:start + block_rows]), minlength=k)
@@ -86,7 +91,7 @@ def host_cluster_order(labels: Any, k: int, *, block_rows: int = BLOCK_ROWS) -> 
     counts = np.bincount(sl, minlength=k)
     first = np.cumsum(counts) - counts  # where each cluster starts in this block
     # The block's points of cluster j follow the ones earlier blocks placed.
-    order[cursor[sl] + (np.arange(sl.size) - first[sl])] = start + idx
+    order[(cursor - first)[sl] + np.arange(sl.size)] = start + idx
     cursor += counts
   return HostOrder(order, offsets.astype(dt), sizes.astype(dt))
 
