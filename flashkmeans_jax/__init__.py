@@ -16,6 +16,7 @@ from flashkmeans_jax.api.order import ClusterOrder, cluster_order
 from flashkmeans_jax.api.sharded import (allreduce_sums, psum_sums, sharded_assign,
                                          sharded_init_kmeans_plusplus, sharded_kmeans,
                                          sharded_update)
+from flashkmeans_jax.api.topk import assign_topk
 from flashkmeans_jax.api.streaming import (assign_streaming, kmeans_streaming,
                                            pinned_memory_held, release_pinned_memory,
                                            transfer_rates)
@@ -40,6 +41,7 @@ __all__ = [
     "__version__",
     "allreduce_sums",
     "assign",
+    "assign_topk",
     "assign_streaming",
     "batched_kmeans",
     "certification",
