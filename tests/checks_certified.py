@@ -103,3 +103,61 @@ def fast_wrong(x, c, metric: str, impl: str, precision) -> int:
   labels = np.asarray(fk.assign(x, c, metric=metric, impl=impl, precision=precision)[0])
   s = exact_scores(x, c, metric)
   return int((s[np.arange(len(labels)), labels] > s.min(1)).sum())
+
+
+def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_iter: int = 60):
+  """Lloyd's loop of :func:`flashkmeans_jax.kmeans` against scikit-learn's
+  (float64, the same float32 data and initial centroids), one iteration count
+  at a time, up to the first iteration whose labels differ or to both runs'
+  convergence.
+
+  Where they differ, every differing point must be a proven tie: our
+  centroids are float32 means, scikit-learn's float64 ones, at most ``delta``
+  apart (checked against the float32 rounding of a mean, a few eps of the
+  data's magnitude), and moving a centroid by ``delta`` moves a distance by
+  at most ``2 ||x - c|| delta + delta^2``; so a label may differ only where the
+  float64 gap between the two clusters' distances (to our centroids) is below
+  twice that plus the stated tie width of the assignment (our labels are
+  checked to be the float64 argmin of our centroids up to that width).
+  Returns ``(iterations compared, labels differing at the end)``.
+  """
+  import warnings
+
+  import jax
+  import jax.numpy as jnp
+  from sklearn.cluster import KMeans
+
+  x64 = np.asarray(x, np.float64)
+  k = init.shape[0]
+  scale = float(np.abs(x64).max())
+  for it in range(1, max_iter + 1):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # ConvergenceWarning at small max_iter
+      sk = KMeans(k, init=np.asarray(init, np.float64), n_init=1, max_iter=it, tol=0.0,
+                  algorithm="lloyd").fit(x64)
+    r = fk.kmeans(jax.random.key(0), jnp.asarray(x), k, init=jnp.asarray(init), max_iter=it,
+                  tol=0.0, impl=impl, precision=precision, empty="farthest")
+    ours = np.asarray(r.labels)
+    c = np.asarray(r.centroids, np.float64)
+    diff = np.flatnonzero(ours != sk.labels_)
+    if diff.size:
+      # scikit-learn's labels at `it` are from its centroids after `it` updates
+      # (its final E-step), as ours are: compare with the final centroids.
+      delta = float(np.sqrt(((c - sk.cluster_centers_) ** 2).sum(1)).max())
+      assert delta <= 64 * np.finfo(np.float32).eps * scale, (it, delta, scale)
+      # Our labels are the float64 argmin of our centroids up to the stated
+      # tie width (the expanded distance's float32 resolution).
+      cert = ops_api.certification(jnp.asarray(x), jnp.asarray(c, np.float32), impl=impl)
+      check_certified_labels(x, c.astype(np.float32), ours, "sqeuclidean", impl,
+                             tie=np.asarray(cert.tie, np.float64))
+      xd = x64[diff]
+      da = np.sqrt(((xd - c[ours[diff]]) ** 2).sum(1))
+      db = np.sqrt(((xd - c[sk.labels_[diff]]) ** 2).sum(1))
+      gap = np.abs(da ** 2 - db ** 2)
+      allowed = (2.0 * (2.0 * np.maximum(da, db) * delta + delta ** 2)
+                 + 2.0 * np.asarray(cert.tie, np.float64)[diff])
+      assert np.all(gap <= allowed), (it, diff[gap > allowed], gap, allowed)
+      return it, diff.size
+    if bool(r.converged) and sk.n_iter_ < it:
+      return it, 0
+  return max_iter, 0

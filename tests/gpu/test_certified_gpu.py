@@ -86,15 +86,13 @@ def test_grid_shape_labels_equal_float64():
 @pytest.mark.parametrize("std", [1.0, 6.0])
 def test_lloyd_matches_sklearn(std):
   """Certified labels in Lloyd's loop, from scikit-learn's initial centroids:
-  the same labels on separated and overlapping blobs."""
-  from sklearn.cluster import KMeans
+  the same labels as scikit-learn's float64 Lloyd at every iteration count,
+  up to the first proven tie (our float32 centroids against its float64
+  ones: :func:`tests.checks_certified.lloyd_vs_sklearn`)."""
   from sklearn.datasets import make_blobs
   x, _ = make_blobs(n_samples=20000, n_features=32, centers=50, cluster_std=std,
                     center_box=(-20.0, 20.0), random_state=0)
   x = x.astype(np.float32)
   init = x[np.random.default_rng(1).choice(len(x), 50, replace=False)]
-  sk = KMeans(50, init=init, n_init=1, max_iter=300, tol=0.0, algorithm="lloyd").fit(x)
-  r = fk.kmeans(jax.random.key(0), jnp.asarray(x), 50, init=jnp.asarray(init), max_iter=300,
-                tol=0.0, impl="pallas", precision="certified", empty="farthest")
-  agree = float((np.asarray(r.labels) == sk.labels_).mean())
-  assert agree >= 0.999, agree
+  its, differing = cc.lloyd_vs_sklearn(x, init, impl="pallas")
+  print("std", std, "iterations compared", its, "labels differing (proven ties)", differing)
