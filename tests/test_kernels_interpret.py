@@ -200,7 +200,7 @@ def test_half_prepass_config_and_result():
   assert not config.assign_config(1000, 8192, 64, jnp.float32,
                                   operand_dtype=jnp.bfloat16).half_prepass
   assert not config.assign_config(1000, 8192, 64, f16).half_prepass
-  x, c = cases.half_inputs(300, 70, 40, 1e8)
+  x, c = cases.half_inputs(100, 70, 40, 1e8)
   for block_d in (16, 64):  # D tiled in the kernel, and not
     on_chip = config.AssignConfig(block_n=32, block_k=32, block_d=block_d)
     pre = config.AssignConfig(block_n=32, block_k=32, block_d=block_d, half_prepass=True)
