@@ -52,10 +52,11 @@ class KMeans(*compat.BASES):
   Parameters (scikit-learn's first, then the library's):
     n_clusters: number of clusters K.
     init: ``"k-means++"`` (greedy k-means++, as scikit-learn), ``"random"``
-      (K distinct points), an array ``[K, D]`` of starting centroids, or a
+      (K distinct points), ``"k-means||"`` (scalable k-means++, the library's
+      extension for large K), an array ``[K, D]`` of starting centroids, or a
       callable ``init(X, n_clusters, random_state) -> [K, D]``.
-    n_init: ``"auto"`` (scikit-learn's default: 1 run for ``"k-means++"``
-      and an array, 10 for ``"random"`` and a callable) or a number of
+    n_init: ``"auto"`` (scikit-learn's default: 1 run for ``"k-means++"``,
+      ``"k-means||"`` and an array, 10 for ``"random"`` and a callable) or a number of
       seedings; the lowest inertia wins. An array init runs once (with a
       ``RuntimeWarning`` when ``n_init > 1``).
     max_iter: most Lloyd iterations per run.
