@@ -1096,3 +1096,21 @@ def test_reproducible_batched_and_seeding():
   for f in (fk.init_random, fk.init_kmeans_plusplus):
     _tree_equal(f(key, jnp.asarray(x), 3), f(key, jnp.asarray(x), 3))
     _tree_equal(f(key, jnp.asarray(x), 3), jax.jit(f, static_argnums=2)(key, jnp.asarray(x), 3))
+
+
+def test_huge_finite_weights_are_weights_not_points():
+  """Weights above 9.2e18 (whose square would pass the points' row-norm limit)
+  are accepted by every front end and cluster like unit weights; only values
+  beyond float32 are refused."""
+  x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+  w = np.full(50, 1e19)
+  init = x[:3]
+  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, init=jnp.asarray(init), impl=IMPL)
+  got = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, init=jnp.asarray(init), impl=IMPL,
+                  weights=jnp.asarray(w, jnp.float32))
+  np.testing.assert_array_equal(np.asarray(got.labels), np.asarray(ref.labels))
+  km = fk.KMeans(3, init=init, n_init=1).fit(x, sample_weight=w)
+  np.testing.assert_array_equal(km.labels_, np.asarray(ref.labels))
+  np.testing.assert_allclose(km.inertia_, 1e19 * float(ref.inertia), rtol=1e-5)
+  with pytest.raises(ValueError, match="beyond float32's largest finite magnitude"):
+    fk.KMeans(3, init=init, n_init=1).fit(x, sample_weight=np.full(50, 1e39))

@@ -195,7 +195,7 @@ def host_weights(value: Any, n: int, *, name: str = "weights",
                     f" of dtype {a.dtype}")
   a = a.astype(np.float64)
   check_weights(a, n, require_positive=require_positive, name=name)
-  check_finite(a, name, dtype=np.float32)
+  check_finite(a, name, dtype=np.float32, rows=False)
   return a.astype(np.float32)
 
 

@@ -143,7 +143,7 @@ def nonfinite_error(name: str = "x", hint: str | None = FINITE_HINT) -> ValueErr
 
 
 def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, rows: bool = True) -> None:
   """Raises ``ValueError`` on NaN/Inf when ``x`` is concrete; no-op on tracers.
 
   Args:
@@ -157,6 +157,8 @@ def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
       that overflow there are refused too, and so are rows whose squared norm
       passes a quarter of float32's largest value (the distances, computed in
       float32, would overflow).
+    rows: whether ``x`` holds points (the squared-norm limit applies) or
+      other values such as weights (only NaN/Inf and the cast are checked).
   """
   if not _concrete(x):
     return
@@ -169,7 +171,7 @@ def check_finite(x: Any, name: str = "x", *, hint: str | None = FINITE_HINT,
         f"{name} holds values beyond {dtype}'s largest finite magnitude "
         f"({float(jnp.finfo(dtype).max):.6g}) and would become Inf in {dtype}; "
         "rescale the data")
-  if not norm <= _NORM_LIMIT:
+  if rows and not norm <= _NORM_LIMIT:
     raise ValueError(
         f"{name} holds rows whose squared norm ({norm:.3g}) overflows the float32 "
         f"distances (limit {_NORM_LIMIT:.3g}, a row norm of about "
