@@ -101,16 +101,17 @@ def check_gradients(x, c, g, labels, gx, gc, metric):
   err_c = np.abs(got_c - want_c)
   assert np.all(err_c <= bound_c), (err_c - bound_c).max()
   rows = np.isfinite(want_x).all(1)
-  # gx is returned in x's dtype: one more rounding to it.
-  ux = float(jnp.finfo(jnp.asarray(gx).dtype).eps) / 2
+  # gx is returned in x's dtype: one more rounding to it (relative, or half
+  # the subnormal spacing for tiny float16 values).
+  info = jnp.finfo(jnp.asarray(gx).dtype)
   got_x = np.asarray(jnp.asarray(gx).astype(jnp.float32), np.float64)[rows]
   bound_x = (cases.SAFETY * cases.gamma(d + 6, u) * mag_x[rows]
-             + ux * np.abs(want_x[rows]))
+             + float(info.eps) / 2 * np.abs(want_x[rows]) + float(info.smallest_subnormal) / 2)
   err_x = np.abs(got_x - want_x[rows])
   assert np.all(err_x <= bound_x), (err_x - bound_x).max()
 
 
-def _awkward_case(metric, dtype, seed=20, n=240, d=6, k=7):
+def edge_case(metric, dtype, seed=20, n=240, d=6, k=7):
   """Points, codebook and cotangents with every edge the rule names: NaN and
   Inf rows, a zero row, a NaN and an Inf cotangent, negative and zero
   cotangents, a cluster no point is nearest to and a NaN centroid."""
@@ -133,7 +134,7 @@ def _awkward_case(metric, dtype, seed=20, n=240, d=6, k=7):
                                         ("pallas_interpret", "bfloat16")])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
 def test_gradients_match_float64_with_edge_rows(impl, dtype, metric):
-  x, c, g = _awkward_case(metric, cases.DTYPES[dtype])
+  x, c, g = edge_case(metric, cases.DTYPES[dtype])
 
   def loss(x, c):
     return jnp.sum(g * fk.assign(x, c, metric=metric, impl=impl)[1])
@@ -152,7 +153,7 @@ def test_gradients_match_float64_with_edge_rows(impl, dtype, metric):
 # dot's centroid gradient is the same weighted sum as sqeuclidean's.
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
 def test_gradients_under_jit_of_vmap_match_float64(metric):
-  xs, cs, gs = zip(*[_awkward_case(metric, jnp.bfloat16, seed=s, n=96, d=5, k=7)
+  xs, cs, gs = zip(*[edge_case(metric, jnp.bfloat16, seed=s, n=96, d=5, k=7)
                      for s in (21, 22)])
   xs, cs, gs = jnp.stack(xs), jnp.stack(cs), jnp.stack(gs)
 
@@ -324,3 +325,81 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="codebook"):
     fk.vector_quantize(x, c[:, :2])
   assert isinstance(training.ema_codebook(), training.CodebookTransform)
+
+
+# Cheap repeated calls: the loop's last assignment reused at a fixed point and
+# the finiteness check folded into the compiled call must change no result.
+
+_FIELDS = ("centroids", "labels", "inertia", "n_iter", "converged", "inertia_history")
+
+
+def _clusters(seed=12, n=400, d=4, k=5):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(k, d)) * 4
+  return jnp.asarray(centers[rng.integers(0, k, n)] + rng.normal(size=(n, d)), jnp.float32)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_final_assignment_reuse_is_bit_identical(impl):
+  from flashkmeans_jax.core import validation
+  from flashkmeans_jax.lloyd import loop
+  x = _clusters()
+  w = jnp.asarray(np.random.default_rng(13).uniform(0.5, 2.0, x.shape[0]), jnp.float32)
+  configs = [(dict(tol=0.0), True), (dict(max_iter=2), False),
+             (dict(tol=0.0, metric="cosine", weights=w), True)]
+  # Interpret mode is slow: its kernels once, at a fixed point.
+  for kwargs, fixed_point in configs[:1] if impl == "pallas_interpret" else configs:
+    weights = kwargs.get("weights")
+    opts, init = validation.lloyd_options(x, 5, init=x[:5], impl=impl, **kwargs)
+
+    @jax.jit
+    def both(x, weights, init):
+      tol_abs = loop.data_tolerance(x, opts.tol, weights)
+      wn, _ = loop.normalise_weights(weights)
+      kept = loop.iterate(x, init, wn, tol_abs, opts, keep_last=True)
+      plain = loop.finish(x, loop.iterate(x, init, wn, tol_abs, opts), wn, opts)
+      return kept[4][2], loop.finish(x, kept, wn, opts), plain
+
+    fixed, reused, plain = both(x, weights, init)
+    assert bool(fixed) == fixed_point, kwargs  # the reuse path is taken (or not)
+    public = fk.kmeans(jax.random.key(0), x, 5, init=x[:5], impl=impl, **kwargs)
+    for f in _FIELDS:
+      np.testing.assert_array_equal(getattr(reused, f), getattr(plain, f), err_msg=f)
+      if weights is None:  # the public call also undoes the weight scale
+        np.testing.assert_array_equal(getattr(public, f), getattr(plain, f), err_msg=f)
+
+
+def test_folded_finite_check_raises_the_eager_errors():
+  from flashkmeans_jax.core import values
+  x = np.asarray(_clusters(n=64, d=3))
+  cases_ = {"nan": x.copy(), "inf": x.copy(), "norm": x.copy(), "f64": x.astype(np.float64)}
+  cases_["nan"][5, 1] = np.nan
+  cases_["inf"][9, 0] = -np.inf
+  cases_["norm"][3] = 1.2e19   # finite, squared norm past float32max / 4
+  cases_["f64"][7, 2] = 1e39   # finite in float64, Inf once cast to float32
+  runs = {
+      "kmeans": lambda a: fk.kmeans(jax.random.key(0), a, 3, init=x[:3], max_iter=2,
+                                    impl="xla"),
+      "batched": lambda a: fk.batched_kmeans(jax.random.key(0), a[None], 3, init=x[:3],
+                                             max_iter=2, impl="xla"),
+  }
+  for name, bad in cases_.items():
+    for arr in ([bad, jnp.asarray(bad)] if name != "f64" else [bad]):
+      with pytest.raises(ValueError) as want:
+        values.check_finite(arr)
+      for run_name, run in runs.items():
+        with pytest.raises(ValueError) as got:
+          run(arr)
+        assert str(got.value) == str(want.value), (name, run_name)
+  # A bad constant closed over by a traced function is still refused.
+  nan_const = jnp.asarray(cases_["nan"])
+  with pytest.raises(ValueError, match="NaN or Inf"):
+    jax.jit(lambda: runs["kmeans"](nan_const).inertia)()
+  # Clean data and check_finite=False: no error, same result with and without the check.
+  a = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, max_iter=3, impl="xla")
+  b = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, max_iter=3, impl="xla",
+                check_finite=False)
+  for f in _FIELDS:
+    np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+  fk.kmeans(jax.random.key(0), jnp.asarray(cases_["nan"]), 3, max_iter=2, impl="xla",
+            check_finite=False)

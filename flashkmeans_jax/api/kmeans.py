@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 
 from flashkmeans_jax.api import sharded as sharded_api
 from flashkmeans_jax.core import validation
+from flashkmeans_jax.core import values
 from flashkmeans_jax.core.types import KMeansResult
 from flashkmeans_jax.drivers.sharded import mesh
 from flashkmeans_jax.lloyd import loop
@@ -116,11 +118,47 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
         n_init=n_init, empty=empty, impl=impl, precision=precision,
         check_finite=check_finite, verbose=verbose, config=config)
   validation.check_points(x)
+  fold = _fold_check(x, check_finite, verbose)
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, check_finite_values=check_finite)
-  return loop.run_compiled(key, x, weights, init_array, opts, seed, return_order)
+      verbose=verbose, check_finite_values=check_finite and not fold)
+  out = loop.run_compiled(key, x, weights, init_array, opts, seed, return_order, fold)
+  return _checked_result(x, out) if fold else out
+
+
+# Squared row norms above this (half the limit of values.check_finite, far
+# beyond the float32 rounding of the in-graph norm) send an eager call to the
+# exact check, which then decides and words the error.
+_SUSPECT_NORM = float(np.finfo(np.float32).max) / 8
+
+
+def _fold_check(x, check_finite, verbose) -> bool:
+  """Whether an eager call's finiteness check of ``x`` rides inside the
+  compiled run (:func:`loop.data_flags`) instead of a separate pass and host
+  sync before it. Only for device arrays: not for tracers (nothing to
+  check), host arrays (checked block by block before their transfer, where
+  a float64 value beyond float32 gets its own message) nor with ``verbose``
+  (bad data must not print iterations before the error)."""
+  return (bool(check_finite) and not verbose and isinstance(x, jax.Array)
+          and not isinstance(x, jax.core.Tracer))
+
+
+def _checked_result(x, out):
+  """The result of a folded check: when the flags computed in the run show
+  NaN/Inf or a row norm near the overflow limit, the exact eager check of
+  ``x`` runs and raises its usual error (same messages, same rules); clean
+  data costs one transfer of two scalars after the run."""
+  res, flags = out
+  if isinstance(flags[0], jax.core.Tracer):
+    # A concrete x closed over by a traced function: the eager check can
+    # still read it (the flags cannot leave the trace).
+    values.check_finite(x)
+    return res
+  finite, norm = jax.device_get(flags)
+  if not (bool(finite) and float(norm) <= _SUSPECT_NORM):
+    values.check_finite(x)
+  return res
 
 
 def _sharded_supports(seed, return_order, init) -> None:
@@ -177,9 +215,11 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   return_order = validation.check_bool(return_order, "return_order")
   validation.check_points(x, ndim=3)
   b = x.shape[0]
+  fold = _fold_check(x, check_finite, verbose)
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, batch=(b,), check_finite_values=check_finite)
-  return loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts, seed,
-                          return_order)
+      verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold)
+  out = loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts, seed,
+                         return_order, fold)
+  return _checked_result(x, out) if fold else out

@@ -36,7 +36,7 @@ from flashkmeans_jax.ops.cluster_sums import sort
 
 __all__ = ["lloyd", "iterate", "finish", "run", "run_compiled", "run_batched", "best_of",
            "best_of_runs", "data_tolerance", "normalise_weights", "training_sample",
-           "print_progress"]
+           "print_progress", "data_flags"]
 
 
 def print_progress(i, inertia, shift, converged, note: str = "") -> None:
@@ -70,11 +70,15 @@ def _report(combine: Combine, i, inertia, shift, converged):
 
 
 def iterate(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax.Array,
-            opts: LloydOptions, combine: Combine = LOCAL):
+            opts: LloydOptions, combine: Combine = LOCAL, *, keep_last: bool = False):
   """The while_loop on this block's points ``x [N, D]`` from ``c0 [K, D]``.
 
   Returns ``(n_iter int32[], centroids float32[K, D], converged bool[],
-  inertia_history float32[max_iter])``, the same on every block.
+  inertia_history float32[max_iter])``, the same on every block. With
+  ``keep_last`` a fifth entry ``(labels, dist, fixed)``: the last
+  iteration's assignment and whether that iteration left every centroid
+  bitwise unchanged (then it is also the assignment of the returned
+  centroids, and :func:`finish` reuses it).
   """
   k = opts.k
   # Relocation candidates per block: all K when blocks meet (a block may hold
@@ -82,11 +86,11 @@ def iterate(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax
   m_cand = k if combine.n_blocks > 1 else min(k, x.shape[0])
 
   def cond(state):
-    i, _, done, _ = state
+    i, done = state[0], state[2]
     return (i < opts.max_iter) & jnp.logical_not(done)
 
   def body(state):
-    i, c, _, hist = state
+    i, c, _, hist = state[:4]
     labels, dist = _assign(x, c, opts)
     total = stats.combine_stats(stats.accumulate(x, labels, dist, weights, k, opts.impl),
                                 combine)
@@ -104,10 +108,16 @@ def iterate(x: jax.Array, c0: jax.Array, weights: jax.Array | None, tol_abs: jax
     shift, done = stats.converged(new_c, c, tol_abs)
     if opts.verbose:
       _report(combine, i, total.inertia, shift, done)
-    return i + 1, new_c, done, hist.at[i].set(total.inertia)
+    out = (i + 1, new_c, done, hist.at[i].set(total.inertia))
+    if keep_last:
+      out += ((labels, dist, jnp.all(new_c == c)),)
+    return out
 
   state = (jnp.int32(0), c0.astype(jnp.float32), jnp.bool_(False),
            jnp.full((opts.max_iter,), jnp.nan, jnp.float32))
+  if keep_last:
+    n = x.shape[0]
+    state += ((jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), jnp.bool_(False)),)
   return lax.while_loop(cond, body, state)
 
 
@@ -122,9 +132,18 @@ def finish(x: jax.Array, loop_state, weights: jax.Array | None, opts: LloydOptio
   assignment of all of this block's points ``x`` gives labels and inertia for
   the returned centroids; ``return_order`` adds the inverse map from one
   stable sort of those labels. ``weight_scale`` (a power of two) undoes the
-  weights' normalisation in the inertias."""
-  n_iter, c, done, hist = loop_state
-  labels, dist = _assign(x, c, opts)
+  weights' normalisation in the inertias. A state from ``iterate(...,
+  keep_last=True)`` on the same ``x`` skips that assignment when the last
+  iteration reached a fixed point (its own assignment is then the same)."""
+  n_iter, c, done, hist = loop_state[:4]
+  if len(loop_state) > 4:
+    last_labels, last_dist, fixed = loop_state[4]
+    # One small host sync on the GPU (the cond's predicate), against a whole
+    # assignment pass saved when a run ends at a fixed point (tol=0).
+    labels, dist = lax.cond(fixed, lambda: (last_labels, last_dist),
+                            lambda: _assign(x, c, opts))
+  else:
+    labels, dist = _assign(x, c, opts)
   inertia = combine.sum(stats.inertia(dist, weights))
   if weight_scale is not None:
     inertia, hist = inertia * weight_scale, hist * weight_scale
@@ -204,7 +223,8 @@ def best_of_runs(runs: list[KMeansResult]) -> KMeansResult:
 def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
         init_array: jax.Array | None, opts: LloydOptions, *,
         valid: jax.Array | None = None, combine: Combine = LOCAL,
-        seed: SeedingOptions = SeedingOptions(), return_order: bool = False) -> KMeansResult:
+        seed: SeedingOptions = SeedingOptions(), return_order: bool = False,
+        batched: bool = False) -> KMeansResult:
   """Seeding, ``opts.n_init`` restarts of :func:`iterate` and the best of them.
 
   ``init_array`` (``[K, D]``) is used when ``opts.init == "array"``. ``valid``
@@ -213,6 +233,8 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
   (``max_points_per_centroid``: seed and iterate on ``k * max_points_per_centroid``
   sampled points when there are more, then label every point).
   ``return_order``: the result carries ``order``, ``offsets`` and ``sizes``.
+  ``batched``: ``run`` is being ``vmap``-ed (then the final assignment is
+  always recomputed: a batched ``cond`` would run both branches anyway).
   """
   tol_abs = data_tolerance(x, opts.tol, weights, valid=valid, combine=combine)
   weights, w_scale = normalise_weights(weights, combine)
@@ -224,6 +246,9 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
     x_train, w_train = training_sample(key_sample, x, weights, opts.k * mppc, combine)
   else:
     x_train, w_train = x, weights
+  # The loop's last assignment can stand for the final one only when the loop
+  # ran on all of x and nothing vmaps the cond (restarts, batches).
+  keep_last = x_train is x and opts.n_init == 1 and not batched
 
   def one(key):
     if opts.init == "array":
@@ -234,7 +259,7 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
       c0 = seeding.init_centroids(key, x_train, opts.k, opts.init, w_train,
                                   metric=opts.metric, precision=seed_precision,
                                   combine=combine, seed=seed, impl=opts.impl)
-    state = iterate(x_train, c0, w_train, tol_abs, opts, combine)
+    state = iterate(x_train, c0, w_train, tol_abs, opts, combine, keep_last=keep_last)
     return finish(x, state, weights, opts, combine, return_order=return_order,
                   weight_scale=w_scale)
 
@@ -243,25 +268,38 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
   return best_of(jax.vmap(one)(jax.random.split(key, opts.n_init)))
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order"))
+def data_flags(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(all finite bool[], largest squared row norm float32[])`` of ``x
+  [..., N, D]``: computed inside the compiled call, so that an eager call's
+  finiteness check costs neither a separate dispatch nor a host sync before
+  the run (the caller confirms anything suspicious with the exact check)."""
+  xf = x.astype(jnp.float32)
+  return jnp.all(jnp.isfinite(xf)), jnp.max(jnp.sum(xf * xf, axis=-1))
+
+
+@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order", "flags"))
 def run_compiled(key: jax.Array, x: jax.Array, weights: jax.Array | None,
                  init_array: jax.Array | None, opts: LloydOptions,
                  seed: SeedingOptions = SeedingOptions(),
-                 return_order: bool = False) -> KMeansResult:
-  """:func:`run` in memory, compiled once per shape, dtype and options."""
-  return run(key, x, weights, init_array, opts, seed=seed, return_order=return_order)
+                 return_order: bool = False, flags: bool = False):
+  """:func:`run` in memory, compiled once per shape, dtype and options;
+  ``flags``: returns ``(result, data_flags(x))``."""
+  res = run(key, x, weights, init_array, opts, seed=seed, return_order=return_order)
+  return (res, data_flags(x)) if flags else res
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order"))
+@functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order", "flags"))
 def run_batched(keys: jax.Array, x: jax.Array, weights: jax.Array | None,
                 init_array: jax.Array | None, opts: LloydOptions,
                 seed: SeedingOptions = SeedingOptions(),
-                return_order: bool = False) -> KMeansResult:
+                return_order: bool = False, flags: bool = False):
   """:func:`run` over a leading batch axis of ``keys``, ``x``, ``weights`` and a
   ``[B, K, D]`` init (a ``[K, D]`` init is shared); every member has its own
-  ``n_iter``, ``converged``, inertia history and (``return_order``) order."""
+  ``n_iter``, ``converged``, inertia history and (``return_order``) order.
+  ``flags``: returns ``(result, data_flags(x))`` over the whole batch."""
   init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
   w_axis = None if weights is None else 0
-  return jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts, seed=seed,
-                                             return_order=return_order),
-                  in_axes=(0, 0, w_axis, init_axis))(keys, x, weights, init_array)
+  res = jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts, seed=seed,
+                                            return_order=return_order, batched=True),
+                 in_axes=(0, 0, w_axis, init_axis))(keys, x, weights, init_array)
+  return (res, data_flags(x)) if flags else res

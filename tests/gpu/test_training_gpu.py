@@ -1,5 +1,6 @@
 """Training-code paths on the real GPU: the centroid gradient through the
-sort-inverse kernel, and the EMA codebook step."""
+sort-inverse kernel (the CPU tests' float64 checker), the loop's reused final
+assignment and folded finiteness check, and the EMA codebook step."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
+from tests import test_training
 
 pytestmark = pytest.mark.gpu
 
@@ -14,33 +16,69 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
 def test_centroid_gradient_equals_float64(dtype, metric):
+  # The CPU tests' checker (float64 reference, bounds from float32 rounding
+  # with the GPU's accumulation roundoff) on the real sort-inverse kernel.
   rng = np.random.default_rng(0)
   n, d, k = 65536, 64, 1024
   x = jnp.asarray(rng.normal(size=(n, d)), dtype)
   c = jnp.asarray(rng.normal(size=(k, d)), jnp.float32)
   g = jnp.asarray(rng.uniform(-1, 1, n), jnp.float32)
 
-  def loss(c):
+  def loss(x, c):
     return jnp.sum(g * fk.assign(x, c, metric=metric, impl="pallas")[1])
 
-  got = np.asarray(jax.jit(jax.grad(loss))(c), np.float64)
+  gx, gc = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, c)
   labels = np.asarray(fk.assign(x, c, metric=metric, impl="pallas")[0])
-  xf = np.asarray(x.astype(jnp.float32), np.float64)
-  cf = np.asarray(c, np.float64)
-  gn = np.asarray(g, np.float64)[:, None]
-  if metric == "sqeuclidean":
-    rows = -2.0 * gn * (xf - cf[labels])
-  elif metric == "dot":
-    rows = -gn * xf
-  else:
-    u = xf / np.linalg.norm(xf, axis=1, keepdims=True)
-    cn = np.linalg.norm(cf[labels], axis=1, keepdims=True)
-    v = cf[labels] / cn
-    rows = -gn * (u - (u * v).sum(1, keepdims=True) * v) / cn
-  want = np.zeros((k, d))
-  np.add.at(want, labels, rows)
-  # float32 sums of ~N/K terms of O(1): well under 1e-4 of the largest entry.
-  np.testing.assert_allclose(got, want, atol=1e-4 * (1 + np.abs(want).max()), rtol=0)
+  test_training.check_gradients(x, c, g, labels, gx, gc, metric)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_gradient_edge_rows_and_vmap(metric):
+  xs, cs, gs = zip(*[test_training.edge_case(metric, jnp.bfloat16, seed=s, n=4096, d=64,
+                                             k=64) for s in (1, 2)])
+  xs, cs, gs = jnp.stack(xs), jnp.stack(cs), jnp.stack(gs)
+
+  def loss(x, c, g):
+    return jnp.sum(g * fk.assign(x, c, metric=metric, impl="pallas")[1])
+
+  gx, gc = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(xs, cs, gs)
+  for b in range(2):
+    labels = jax.jit(lambda x, c: fk.assign(x, c, metric=metric, impl="pallas")[0])(
+        xs[b], cs[b])
+    test_training.check_gradients(xs[b], cs[b], gs[b], labels, gx[b], gc[b], metric)
+
+
+def test_final_assignment_reuse_and_folded_check_change_nothing():
+  # The loop's last assignment reused at a fixed point, against the same run
+  # that recomputes it; and a warm 2-iteration call with and without the
+  # (folded) finiteness check.
+  from flashkmeans_jax.core import validation
+  from flashkmeans_jax.lloyd import loop
+  rng = np.random.default_rng(3)
+  centers = rng.normal(size=(64, 32)) * 4
+  x = jnp.asarray(centers[rng.integers(0, 64, 65536)] + rng.normal(size=(65536, 32)),
+                  jnp.bfloat16)
+  opts, init = validation.lloyd_options(x, 64, init=x[:64], tol=0.0, max_iter=300,
+                                        impl="pallas")
+
+  @jax.jit
+  def both(x, init):
+    kept = loop.iterate(x, init, None, jnp.float32(0.0), opts, keep_last=True)
+    plain = loop.finish(x, loop.iterate(x, init, None, jnp.float32(0.0), opts), None, opts)
+    return kept[4][2], loop.finish(x, kept, None, opts), plain
+
+  fixed, reused, plain = both(x, init)
+  assert bool(fixed)
+  for f in ("centroids", "labels", "inertia", "n_iter", "converged", "inertia_history"):
+    np.testing.assert_array_equal(getattr(reused, f), getattr(plain, f), err_msg=f)
+  xb = x.reshape(4, 16384, 32)
+  runs = [fk.batched_kmeans(jax.random.key(0), xb, 64, init=xb[:, :64], max_iter=2,
+                            check_finite=cf) for cf in (True, False)]
+  for f in ("centroids", "labels", "inertia", "n_iter"):
+    np.testing.assert_array_equal(getattr(runs[0], f), getattr(runs[1], f), err_msg=f)
+  with pytest.raises(ValueError, match="NaN or Inf"):
+    fk.batched_kmeans(jax.random.key(0), xb.at[1, 5, 3].set(jnp.nan), 64, init=xb[:, :64],
+                      max_iter=2)
 
 
 def test_gradient_is_bit_stable_across_runs():
