@@ -27,3 +27,20 @@ def test_kmeans_parallel_streamed_equals_in_memory():
   sub = kmeans_streaming(key, X, K, chunk_size=300, init_sample_size=200, **KW)
   assert np.isfinite(np.asarray(sub.centroids)).all()
   assert float(sub.inertia) < 1.5 * float(ref.inertia)
+
+
+def test_seeding_options_reach_the_streamed_seeding():
+  """oversampling_factor / init_rounds / n_local_trials: the same seeds as
+  in memory with the same options (so they are passed through), other
+  seeds than the defaults', and the same checks as kmeans."""
+  import pytest
+
+  key = jax.random.key(3)
+  opt = dict(oversampling_factor=0.5, init_rounds=1, n_local_trials=1)
+  got = kmeans_streaming(key, X, K, chunk_size=300, **KW, **opt)
+  ref = kmeans(key, jnp.asarray(X), K, **KW, **opt)
+  np.testing.assert_array_equal(np.asarray(got.centroids), np.asarray(ref.centroids))
+  default = kmeans(key, jnp.asarray(X), K, **KW)
+  assert not np.array_equal(np.asarray(got.centroids), np.asarray(default.centroids))
+  with pytest.raises(ValueError, match="init_rounds must be >= 1"):
+    kmeans_streaming(key, X, K, chunk_size=300, init_rounds=0, **KW)

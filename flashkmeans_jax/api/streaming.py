@@ -147,7 +147,9 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
                      method: str = "auto", init_sample_size: int | None = None,
                      check_finite: bool = True, config: Any = None,
                      device: Any = None, devices: Any = None,
-                     keep_pinned: bool = False) -> KMeansResult:
+                     keep_pinned: bool = False, n_local_trials: int | None = None,
+                     oversampling_factor: float | None = None,
+                     init_rounds: int | None = None) -> KMeansResult:
   """Exact k-means (Lloyd) on host data streamed to the device in chunks.
 
   Same iteration, stopping rule, restarts and final assignment as
@@ -193,8 +195,11 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
       final distances to the returned centroids.
     method: ``"auto"``, ``"device_put"``, ``"pinned"``, ``"pinned_cache"`` or
       ``"io_callback"`` (see the module docstring).
-    init_sample_size: rows of the k-means++ subsample; default
+    init_sample_size: rows of the k-means++ / k-means|| subsample; default
       ``max(32 k, 65536)``.
+    n_local_trials, oversampling_factor, init_rounds: the seeding options of
+      ``kmeans`` (greedy k-means++'s candidates per step; k-means||' draws
+      per round and rounds), applied on the subsample.
     check_finite: raise ``ValueError`` if ``init`` holds NaN/Inf (up front, as
       ``kmeans``), and after the first pass if any point does (found during
       that pass, so no extra read of the data).
@@ -234,6 +239,9 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
     validation.check_finite(init_array, "init")
   chunk_size = validation.check_optional_positive_int(chunk_size, "chunk_size")
   sample = validation.check_optional_positive_int(init_sample_size, "init_sample_size")
+  seed = validation.seeding_options(n_local_trials=n_local_trials,
+                                    oversampling_factor=oversampling_factor,
+                                    init_rounds=init_rounds)
   _check_out(labels_out, n, "labels_out", "i")
   _check_out(dist_out, n, "dist_out", "f")
   passes = opts.n_init * opts.max_iter + (opts.n_init if opts.n_init > 1 else 0) + 1
@@ -242,7 +250,7 @@ def kmeans_streaming(key: jax.Array, host_x: Any, k: int, *, chunk_size: int | N
   result = driver.run_kmeans(
       key, src, wsrc, setup, opts, init_array,
       sample_size=sample or host_seeding.default_sample_size(opts.k),
-      check_finite=bool(check_finite), labels_out=labels_out, dist_out=dist_out)
+      check_finite=bool(check_finite), labels_out=labels_out, dist_out=dist_out, seed=seed)
   if check_finite and not np.isfinite(float(result.inertia)):
     # NaN/Inf rows were refused after the first pass, so a non-finite
     # inertia of finite data is float32 overflow of the distances.

@@ -39,7 +39,7 @@ import numpy as np
 from flashkmeans_jax.core import validation
 from flashkmeans_jax.core import values
 from flashkmeans_jax.core.options import LloydOptions
-from flashkmeans_jax.core.types import KMeansResult
+from flashkmeans_jax.core.types import KMeansResult, SeedingOptions
 from flashkmeans_jax.drivers.streaming import host_seeding
 from flashkmeans_jax.drivers.streaming import passes
 from flashkmeans_jax.drivers.streaming.host_io import HostSource
@@ -187,7 +187,8 @@ def _publish(labels: np.ndarray, dist: np.ndarray | None, labels_out: Any, dist_
 
 def run_kmeans(key: jax.Array, src: HostSource, wsrc: HostSource | None, setup: Setup,
                opts: LloydOptions, init_array: Any, *, sample_size: int, check_finite: bool,
-               labels_out: Any = None, dist_out: Any = None) -> KMeansResult:
+               labels_out: Any = None, dist_out: Any = None,
+               seed: SeedingOptions = SeedingOptions()) -> KMeansResult:
   """Streaming k-means with validated options.
 
   Args:
@@ -196,7 +197,8 @@ def run_kmeans(key: jax.Array, src: HostSource, wsrc: HostSource | None, setup: 
     src: ``[N, D]`` host points; wsrc: ``float32[N]`` host weights or ``None``.
     setup: devices, per-device plans and the transfer method.
     opts: validated (``opts.init == "array"`` uses ``init_array [K, D]``).
-    sample_size: rows of the k-means++ subsample.
+    sample_size: rows of the k-means++ / k-means|| subsample.
+    seed: the seeding options, applied on the subsample.
     check_finite: raise after the first pass when rows hold NaN/Inf.
     labels_out, dist_out: host ``int[N]``/``float[N]`` arrays to write the
       final labels/distances into (once the run has finished), or ``None``.
@@ -228,7 +230,8 @@ def run_kmeans(key: jax.Array, src: HostSource, wsrc: HostSource | None, setup: 
           c0 = jax.device_put(jnp.asarray(init_array, jnp.float32), device)
         else:
           c0 = host_seeding.initial_centroids(sub, src, wsrc, whole, opts.k, opts.init,
-                                              opts.metric, sample_size, device)
+                                              opts.metric, sample_size, device, seed=seed,
+                                              impl=opts.impl)
         name = f"run {r} " if len(keys) > 1 else ""
         run, tol_abs, final = _lloyd_passes(st, c0, opts, tol_abs, progress, name,
                                             check_finite=check_finite, keep=keep)
