@@ -12,11 +12,13 @@ from flashkmeans_jax.ops.assign_topk import reference as topk_reference
 from tests import cases, topk_checks
 
 
-# Every metric and dtype at k=8; every k at float32 sqeuclidean and at one
-# 16-bit cosine row (each case is one compile).
-GRID = sorted({(m, t, 8) for m in cases.METRICS for t in cases.DTYPES}
-              | {("sqeuclidean", "float32", k) for k in (1, 2, 32)}
-              | {("cosine", "bfloat16", k) for k in (1, 32)})
+# Each case is one compile: every metric, dtype and k of the brief
+# ({1, 2, 8, 32}) appears in the fast rows; the full metric x dtype grid at
+# k=8 is marked slow.
+FAST = [("sqeuclidean", "float32", 32), ("cosine", "bfloat16", 8), ("dot", "float16", 2),
+        ("sqeuclidean", "float16", 1)]
+FULL = sorted({(m, t, 8) for m in cases.METRICS for t in cases.DTYPES} - set(FAST))
+GRID = FAST + [pytest.param(*row, marks=pytest.mark.slow) for row in FULL]
 
 
 @pytest.mark.parametrize("metric,dtype,k", GRID)
@@ -29,12 +31,13 @@ def test_xla_matches_float64_sort(metric, dtype, k):
   topk_checks.check_topk_result(x, c, idx, dist, k, metric, precision="highest")
 
 
-@pytest.mark.parametrize("n,kk,d", [(300, 40, 1), (1000, 100, 96)])
+@pytest.mark.parametrize("n,kk,d", [(300, 40, 1),
+                                    pytest.param(1000, 100, 96, marks=pytest.mark.slow)])
 def test_public_xla_shapes(n, kk, d):
   topk_checks.check_topk("xla", n, kk, d, jnp.float32, "sqeuclidean", 8)
 
 
-@pytest.mark.parametrize("tile_k", [8, None])
+@pytest.mark.parametrize("tile_k", [8, pytest.param(None, marks=pytest.mark.slow)])
 def test_xla_ties_lower_index_first(tile_k):
   from flashkmeans_jax.ops.assign_topk import xla
   fn = lambda x, c, k: xla.assign_topk_xla(x, c, k, precision="highest", tile_k=tile_k)  # noqa: E731
@@ -109,3 +112,90 @@ def test_vmap_and_jit_xla():
   for b in range(3):
     i1, _ = f(x[b], c[b])
     np.testing.assert_array_equal(np.asarray(ib[b]), np.asarray(i1))
+
+
+# --- The Pallas kernel in interpret mode (small tiles: several row blocks,
+# centroid tiles and a partial last one; power-of-two blocks as on the GPU).
+from flashkmeans_jax.ops.assign_topk.config import TopKConfig  # noqa: E402
+
+SMALL = TopKConfig(block_n=32, block_k=16, block_d=32)
+KERNEL_FAST = [("sqeuclidean", "float32", 8), ("cosine", "bfloat16", 32)]
+KERNEL_FULL = sorted(({(m, t, 8) for m in cases.METRICS for t in cases.DTYPES}
+                      | {("sqeuclidean", "float32", k) for k in (1, 2, 32)}
+                      | {("dot", "float16", 1)}) - set(KERNEL_FAST))
+KERNEL_GRID = KERNEL_FAST + [pytest.param(*row, marks=pytest.mark.slow) for row in KERNEL_FULL]
+
+
+@pytest.mark.parametrize("metric,dtype,k", KERNEL_GRID)
+def test_kernel_matches_float64_sort(metric, dtype, k):
+  # N=100 (a partial row block), K=70 (a partial centroid tile), D=20.
+  topk_checks.check_topk("pallas_interpret", 100, 70, 20, cases.DTYPES[dtype], metric, k,
+                         config=SMALL, seed=k)
+
+
+@pytest.mark.parametrize("precision,prepass", [
+    ("F16_F16_F32", False), pytest.param("F16_F16_F32", True, marks=pytest.mark.slow),
+    pytest.param("BF16_BF16_F32", False, marks=pytest.mark.slow)])
+def test_kernel_half_operands_and_d_tiles(precision, prepass):
+  # D=40 over 16-column dots (the D loop), 16-bit operands scaled on chip or
+  # by the XLA pre-pass (the dot metric: the fast rows above hold the others).
+  cfg = TopKConfig(block_n=32, block_k=16, block_d=16, half_prepass=prepass)
+  topk_checks.check_topk("pallas_interpret", 90, 50, 40, jnp.float32, "dot", 8,
+                         config=cfg, precision=precision)
+
+
+@pytest.mark.slow
+def test_kernel_d1_and_default_config():
+  topk_checks.check_topk("pallas_interpret", 300, 40, 1, jnp.float32, "sqeuclidean", 4)
+  topk_checks.check_topk("pallas_interpret", 64, 20, 3, jnp.bfloat16, "cosine", 20)
+
+
+def test_kernel_ties_lower_index_first():
+  topk_checks.check_topk_ties("pallas_interpret", k=12, config=TopKConfig(
+      block_n=16, block_k=8, block_d=16))
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas_interpret"])
+def test_unusable_centroids_last_in_index_order(impl):
+  # Inside jit non-finite centroids are not refused: with fewer usable
+  # centroids than k they fill the end of every list, lowest index first.
+  # A non-finite point gets centroids 0..k-1 at distance NaN.
+  x, c = topk_checks.topk_inputs(41, 6, 5, jnp.float32)
+  c = c.at[1, 2].set(jnp.nan).at[4, 0].set(jnp.inf)
+  x = x.at[40, 3].set(jnp.nan)
+  idx, dist = jax.jit(lambda x, c: fk.assign_topk(x, c, 6, impl=impl, config=None))(x, c)
+  np.testing.assert_array_equal(np.asarray(idx[40]), np.arange(6))
+  assert np.isnan(np.asarray(dist)[40]).all()
+  idx, dist, x = np.asarray(idx)[:40], dist[:40], x[:40]
+  np.testing.assert_array_equal(idx[:, 4:], np.broadcast_to([1, 4], (40, 2)))
+  assert np.isinf(np.asarray(dist)[:, 4:]).all()
+  ok = np.array([0, 2, 3, 5])
+  topk_checks.check_topk_result(x, c[ok], np.searchsorted(ok, idx[:, :4]).astype(np.int32),
+                                dist[:, :4], 4, "sqeuclidean")
+
+
+def test_kernel_vmap_and_jit():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(3, 70, 11)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(3, 40, 11)), jnp.float32)
+  f = lambda x, c: fk.assign_topk(x, c, 6, impl="pallas_interpret",  # noqa: E731
+                                  precision="highest", config=SMALL)
+  ib, db = jax.jit(jax.vmap(f))(x, c)
+  topk_checks.check_topk_result(x, c, ib, db, 6, "sqeuclidean", precision="highest",
+                                impl="pallas_interpret")
+  for b in range(3):
+    i1, _ = f(x[b], c[b])
+    np.testing.assert_array_equal(np.asarray(ib[b]), np.asarray(i1))
+
+
+@pytest.mark.slow
+def test_kernel_vmap_centroids_only():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(70, 11)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(3, 40, 11)), jnp.float32)
+  f = lambda x, c: fk.assign_topk(x, c, 6, impl="pallas_interpret",  # noqa: E731
+                                  precision="highest", config=SMALL)
+  ic, dc = jax.vmap(lambda c: f(x, c))(c)
+  topk_checks.check_topk_result(jnp.broadcast_to(x, (3,) + x.shape), c, ic, dc, 6, "sqeuclidean",
+                                precision="highest", impl="pallas_interpret")
+

@@ -102,3 +102,7 @@ def check_topk_ties(impl, k=8, config=None, fn=None):
   # stable sort's order, whatever the float32 rounding (equal operands).
   np.testing.assert_array_equal(idx, want)
   check_topk_result(x, c, idx, dist, k, "sqeuclidean", precision="highest", impl=impl)
+  # All 35 centroids equal: ties inside every tile and at the k-th place of
+  # every list; the answer is 0..k-1 for every point.
+  same, _ = fn(jnp.asarray(x), jnp.broadcast_to(jnp.asarray(base[:1]), c.shape), k)
+  np.testing.assert_array_equal(np.asarray(same), np.broadcast_to(np.arange(k), (len(x), k)))
