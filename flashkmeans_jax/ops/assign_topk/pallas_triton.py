@@ -124,8 +124,9 @@ def _topk_kernel(*refs, n, d, k, width, block_n, block_k, block_d, n_k_tiles, k_
                     jnp.full((block_n, width), _BIG, jnp.int32)))
   dist = metric_mod.finish_distance(out_v, blk.xsq[:, None], metric)
   rows = pl.ds(row0, block_n)
-  plgpu.store(idx_ref.at[rows, :], out_i, mask=row_mask[:, None])
-  plgpu.store(dist_ref.at[rows, :], dist, mask=row_mask[:, None])
+  out_mask = row_mask[:, None] & (slots >= 0)  # the value's full shape
+  plgpu.store(idx_ref.at[rows, :], out_i, mask=out_mask)
+  plgpu.store(dist_ref.at[rows, :], dist, mask=out_mask)
 
 
 def _fill_unusable(idx, bias, k_centroids):
