@@ -157,21 +157,7 @@ def test_kernel_ties_lower_index_first():
 
 @pytest.mark.parametrize("impl", ["xla", "pallas_interpret"])
 def test_unusable_centroids_last_in_index_order(impl):
-  # Inside jit non-finite centroids are not refused: with fewer usable
-  # centroids than k they fill the end of every list, lowest index first.
-  # A non-finite point gets centroids 0..k-1 at distance NaN.
-  x, c = topk_checks.topk_inputs(41, 6, 5, jnp.float32)
-  c = c.at[1, 2].set(jnp.nan).at[4, 0].set(jnp.inf)
-  x = x.at[40, 3].set(jnp.nan)
-  idx, dist = jax.jit(lambda x, c: fk.assign_topk(x, c, 6, impl=impl, config=None))(x, c)
-  np.testing.assert_array_equal(np.asarray(idx[40]), np.arange(6))
-  assert np.isnan(np.asarray(dist)[40]).all()
-  idx, dist, x = np.asarray(idx)[:40], dist[:40], x[:40]
-  np.testing.assert_array_equal(idx[:, 4:], np.broadcast_to([1, 4], (40, 2)))
-  assert np.isinf(np.asarray(dist)[:, 4:]).all()
-  ok = np.array([0, 2, 3, 5])
-  topk_checks.check_topk_result(x, c[ok], np.searchsorted(ok, idx[:, :4]).astype(np.int32),
-                                dist[:, :4], 4, "sqeuclidean")
+  topk_checks.check_unusable_and_nonfinite(impl)
 
 
 def test_kernel_vmap_and_jit():

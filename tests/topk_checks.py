@@ -9,6 +9,7 @@ sees (:func:`tests.helpers.assign_operands`), under the float32 bounds of
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -119,3 +120,22 @@ def check_topk_ties(impl, k=8, config=None, fn=None):
   # every list; the answer is 0..k-1 for every point.
   same, _ = fn(jnp.asarray(x), jnp.broadcast_to(jnp.asarray(base[:1]), c.shape), k)
   np.testing.assert_array_equal(np.asarray(same), np.broadcast_to(np.arange(k), (len(x), k)))
+
+
+def check_unusable_and_nonfinite(impl, n=41):
+  """Inside jit non-finite centroids are not refused: with fewer usable
+  centroids than k they fill the end of every list, lowest index first, at
+  distance +inf. A non-finite point (the last) gets centroids 0..k-1 at
+  distance NaN."""
+  x, c = topk_inputs(n, 6, 5, jnp.float32)
+  c = c.at[1, 2].set(jnp.nan).at[4, 0].set(jnp.inf)
+  x = x.at[n - 1, 3].set(jnp.nan)
+  idx, dist = jax.jit(lambda x, c: fk.assign_topk(x, c, 6, impl=impl))(x, c)
+  np.testing.assert_array_equal(np.asarray(idx[n - 1]), np.arange(6))
+  assert np.isnan(np.asarray(dist)[n - 1]).all()
+  idx, dist, x = np.asarray(idx)[:n - 1], dist[:n - 1], x[:n - 1]
+  np.testing.assert_array_equal(idx[:, 4:], np.broadcast_to([1, 4], (n - 1, 2)))
+  assert np.isinf(np.asarray(dist)[:, 4:]).all()
+  ok = np.array([0, 2, 3, 5])
+  check_topk_result(x, c[ok], np.searchsorted(ok, idx[:, :4]).astype(np.int32), dist[:, :4],
+                    4, "sqeuclidean", impl=impl)

@@ -43,14 +43,7 @@ def test_kernel_ties_lower_index_first(cfg):
 
 def test_kernel_d1_unusable_and_nonfinite_rows():
   topk_checks.check_topk("pallas", 5000, 300, 1, jnp.float32, "sqeuclidean", 16)
-  x, c = topk_checks.topk_inputs(4001, 6, 5, jnp.float32)
-  c = c.at[1, 2].set(jnp.nan).at[4, 0].set(jnp.inf)
-  x = x.at[4000, 3].set(jnp.nan)
-  idx, dist = jax.jit(lambda x, c: fk.assign_topk(x, c, 6, impl="pallas"))(x, c)
-  ref_i, ref_d = jax.jit(lambda x, c: fk.assign_topk(x, c, 6, impl="xla"))(x, c)
-  np.testing.assert_array_equal(np.asarray(idx), np.asarray(ref_i))
-  np.testing.assert_array_equal(np.isnan(np.asarray(dist)), np.isnan(np.asarray(ref_d)))
-
+  topk_checks.check_unusable_and_nonfinite("pallas", n=4001)
 
 def test_kernel_vmap():
   rng = np.random.default_rng(4)
@@ -65,8 +58,15 @@ def test_kernel_vmap():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_k8_at_k65536_d128(dtype):
-  # The issue's shape: N=65536 points, K=65536 centroids, D=128, k=8.
-  topk_checks.check_topk("pallas", 65536, 65536, 128, cases.DTYPES[dtype], "sqeuclidean", 8)
+  # The issue's shape: N=65536 points, K=65536 centroids, D=128, k=8. Every
+  # point is computed; 4096 of them (every 16th: each program's rows are
+  # independent of the others') are checked against float64, which over all
+  # 2^32 pairs would take minutes of host time.
+  x, c = topk_checks.topk_inputs(65536, 65536, 128, cases.DTYPES[dtype], seed=7)
+  idx, dist = fk.assign_topk(x, c, 8, impl="pallas")
+  rows = np.arange(0, 65536, 16)
+  topk_checks.check_topk_result(x[rows], c, np.asarray(idx)[rows], np.asarray(dist)[rows], 8,
+                                "sqeuclidean", impl="pallas")
 
 
 def test_first_column_is_assign():
