@@ -7,7 +7,9 @@ compiled ``lax.while_loop``.
 """
 
 from flashkmeans_jax._version import __version__
+from flashkmeans_jax.api.balanced import balanced_kmeans
 from flashkmeans_jax.api.checked import checked_batched_kmeans, checked_kmeans
+from flashkmeans_jax.api.hierarchical import hierarchical_kmeans
 from flashkmeans_jax.api.kmeans import batched_kmeans, kmeans
 from flashkmeans_jax.api.ops import (Certification, assign, certification, cluster_sums,
                                      finalize_centroids, init_kmeans_plusplus, init_random,
@@ -43,6 +45,7 @@ __all__ = [
     "assign",
     "assign_topk",
     "assign_streaming",
+    "balanced_kmeans",
     "batched_kmeans",
     "certification",
     "checked_batched_kmeans",
@@ -52,6 +55,7 @@ __all__ = [
     "ema_codebook",
     "enable_compilation_cache",
     "finalize_centroids",
+    "hierarchical_kmeans",
     "init_kmeans_plusplus",
     "init_random",
     "kmeans",
