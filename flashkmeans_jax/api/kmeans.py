@@ -122,9 +122,10 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, check_finite_values=check_finite and not fold)
+      verbose=verbose, check_finite_values=check_finite and not fold,
+      check_init_values=not _fold_init(init, fold))
   out = loop.run_compiled(key, x, weights, init_array, opts, seed, return_order, fold)
-  return _checked_result(x, out) if fold else out
+  return _checked_result(x, init_array, out) if fold else out
 
 
 # Squared row norms above this (half the limit of values.check_finite, far
@@ -144,19 +145,34 @@ def _fold_check(x, check_finite, verbose) -> bool:
           and not isinstance(x, jax.core.Tracer))
 
 
-def _checked_result(x, out):
-  """The result of a folded check: when the flags computed in the run show
-  NaN/Inf or a row norm near the overflow limit, the exact eager check of
-  ``x`` runs and raises its usual error (same messages, same rules); clean
-  data costs one transfer of two scalars after the run."""
+def _fold_init(init, fold: bool) -> bool:
+  """Whether the finiteness check of an explicit ``init`` (always made, even
+  with ``check_finite=False``) rides inside the compiled run too: with the
+  data's folded check, for a device array (a warm start is usually the
+  previous call's centroids, already on the device)."""
+  return (fold and isinstance(init, jax.Array)
+          and not isinstance(init, jax.core.Tracer))
+
+
+def _checked_result(x, init_array, out):
+  """The result of a folded check: when the flags computed in the run
+  (:func:`loop.data_flags`) show a non-finite ``init``, or NaN/Inf or a row
+  norm near the overflow limit in ``x``, the exact eager checks run and raise
+  their usual errors (same messages, same rules, ``init`` first as in
+  :func:`validation.lloyd_options`); clean inputs cost one transfer of three
+  scalars after the run."""
   res, flags = out
-  if isinstance(flags[0], jax.core.Tracer):
-    # A concrete x closed over by a traced function: the eager check can
+  if isinstance(flags, jax.core.Tracer):
+    # A concrete x closed over by a traced function: the eager checks can
     # still read it (the flags cannot leave the trace).
+    if init_array is not None:
+      values.check_finite(init_array, "init")
     values.check_finite(x)
     return res
-  finite, norm = jax.device_get(flags)
-  if not (bool(finite) and float(norm) <= _SUSPECT_NORM):
+  finite, norm, init_ok = (float(v) for v in jax.device_get(flags))
+  if init_array is not None and not init_ok:
+    values.check_finite(init_array, "init")
+  if not (finite and norm <= _SUSPECT_NORM):
     values.check_finite(x)
   return res
 
@@ -219,7 +235,8 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold)
+      verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold,
+      check_init_values=not _fold_init(init, fold))
   out = loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts, seed,
                          return_order, fold)
-  return _checked_result(x, out) if fold else out
+  return _checked_result(x, init_array, out) if fold else out

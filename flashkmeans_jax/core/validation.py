@@ -302,14 +302,16 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
                   tol: Any = 1e-4, metric: Any = "sqeuclidean", weights: Any = None,
                   n_init: Any = 1, empty: Any = "keep", impl: Any = None,
                   precision: Any = None, config: Any = None, verbose: bool = False,
-                  batch: tuple[int, ...] = (), check_finite_values: bool = True
-                  ) -> tuple[LloydOptions, Any]:
+                  batch: tuple[int, ...] = (), check_finite_values: bool = True,
+                  check_init_values: bool = True) -> tuple[LloydOptions, Any]:
   """Validates the arguments of a k-means call once; returns the
   :class:`LloydOptions` the lower layers trust and the init array (or None).
 
   ``x`` is ``[*batch, N, D]`` (already checked by :func:`check_points`).
   An eager init array is always checked for NaN/Inf (it is K x D, and a
-  non-finite start would win points silently); ``check_finite_values``
+  non-finite start would win points silently) unless the caller checks it
+  itself (``check_init_values=False``: :func:`flashkmeans_jax.kmeans` reads
+  a device init's finiteness inside its compiled run); ``check_finite_values``
   also checks ``x`` (one pass over the data).
   """
   n, d = x.shape[-2:]
@@ -327,7 +329,7 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
   # decides between XLA and the kernels is the whole batch's.
   impl = resolve_impl(impl, n, k, batch=int(np.prod(batch, dtype=np.int64)) * n_init)
   precision = resolve_precision(precision)
-  if init_array is not None:
+  if init_array is not None and check_init_values:
     check_finite(init_array, "init")
   if check_finite_values:
     check_finite(x)

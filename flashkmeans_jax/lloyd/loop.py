@@ -268,13 +268,18 @@ def run(key: jax.Array, x: jax.Array, weights: jax.Array | None,
   return best_of(jax.vmap(one)(jax.random.split(key, opts.n_init)))
 
 
-def data_flags(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(all finite bool[], largest squared row norm float32[])`` of ``x
-  [..., N, D]``: computed inside the compiled call, so that an eager call's
-  finiteness check costs neither a separate dispatch nor a host sync before
-  the run (the caller confirms anything suspicious with the exact check)."""
+def data_flags(x: jax.Array, init: jax.Array | None = None) -> jax.Array:
+  """``float32[3]``: whether every value of ``x [..., N, D]`` is finite (1 or
+  0), its largest squared row norm, and whether every value of ``init`` is
+  finite (1 without one). Computed inside the compiled call and packed into
+  one array, so that an eager call's finiteness checks cost neither separate
+  dispatches nor host syncs before the run, and one transfer after it (the
+  caller confirms anything suspicious with the exact checks)."""
   xf = x.astype(jnp.float32)
-  return jnp.all(jnp.isfinite(xf)), jnp.max(jnp.sum(xf * xf, axis=-1))
+  init_ok = (jnp.bool_(True) if init is None
+             else jnp.all(jnp.isfinite(init.astype(jnp.float32))))
+  return jnp.stack([jnp.all(jnp.isfinite(xf)).astype(jnp.float32),
+                    jnp.max(jnp.sum(xf * xf, axis=-1)), init_ok.astype(jnp.float32)])
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order", "flags"))
@@ -283,9 +288,9 @@ def run_compiled(key: jax.Array, x: jax.Array, weights: jax.Array | None,
                  seed: SeedingOptions = SeedingOptions(),
                  return_order: bool = False, flags: bool = False):
   """:func:`run` in memory, compiled once per shape, dtype and options;
-  ``flags``: returns ``(result, data_flags(x))``."""
+  ``flags``: returns ``(result, data_flags(x, init_array))``."""
   res = run(key, x, weights, init_array, opts, seed=seed, return_order=return_order)
-  return (res, data_flags(x)) if flags else res
+  return (res, data_flags(x, init_array)) if flags else res
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order", "flags"))
@@ -296,10 +301,11 @@ def run_batched(keys: jax.Array, x: jax.Array, weights: jax.Array | None,
   """:func:`run` over a leading batch axis of ``keys``, ``x``, ``weights`` and a
   ``[B, K, D]`` init (a ``[K, D]`` init is shared); every member has its own
   ``n_iter``, ``converged``, inertia history and (``return_order``) order.
-  ``flags``: returns ``(result, data_flags(x))`` over the whole batch."""
+  ``flags``: returns ``(result, data_flags(x, init_array))`` over the whole
+  batch."""
   init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
   w_axis = None if weights is None else 0
   res = jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts, seed=seed,
                                             return_order=return_order, batched=True),
                  in_axes=(0, 0, w_axis, init_axis))(keys, x, weights, init_array)
-  return (res, data_flags(x)) if flags else res
+  return (res, data_flags(x, init_array)) if flags else res
