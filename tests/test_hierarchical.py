@@ -50,7 +50,7 @@ def test_levels_and_exact_labels():
   x = _skewed_blobs(1200, 5, 0)
   k = 40
   res, lv = fk.hierarchical_kmeans(jax.random.key(0), x, k, n_meso=6, max_iter=60, tol=0.0,
-                                   return_levels=True)
+                                   refine_iter=0, return_levels=True)
   cases.check_kmeans_result(x, res)  # labels: float64 argmin of the centroids
   assert res.centroids.shape == (k, 5) and res.inertia_history.shape == (0,)
   fine_k, off = lv.fine_k, lv.fine_offsets
@@ -71,13 +71,14 @@ def test_levels_and_exact_labels():
 
 
 def test_inertia_within_factor_of_flat_and_refinement():
-  # Measured at N=3000, D=8, k=30, three seeds: 1.030-1.035x a flat run
-  # without refinement, 1.011-1.016x after 3 global iterations.
-  x = jnp.asarray(np.random.default_rng(1).normal(size=(1500, 6)), jnp.float32)
-  k = 25
-  flat = fk.kmeans(jax.random.key(1), x, k, max_iter=40)
-  h0 = fk.hierarchical_kmeans(jax.random.key(1), x, k, max_iter=40)
-  h3 = fk.hierarchical_kmeans(jax.random.key(1), x, k, max_iter=40, refine_iter=3)
+  # Unstructured data at test_levels_and_exact_labels' shape and options (its
+  # compiled meso level is reused). Measured over seeds 0-2: 1.03-1.06x a flat
+  # run without refinement, 1.00-1.02x after 3 global iterations.
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(1200, 5)), jnp.float32)
+  k, kw = 40, dict(n_meso=6, max_iter=60, tol=0.0)
+  flat = fk.kmeans(jax.random.key(1), x, k, max_iter=60, tol=0.0)
+  h0 = fk.hierarchical_kmeans(jax.random.key(1), x, k, refine_iter=0, **kw)
+  h3 = fk.hierarchical_kmeans(jax.random.key(1), x, k, refine_iter=3, **kw)
   cases.check_kmeans_result(x, h3)
   assert h3.inertia_history.shape == (3,)
   assert float(h0.inertia) <= 1.15 * float(flat.inertia)
@@ -100,7 +101,7 @@ def test_weights():
 def test_pallas_interpret():
   x = _skewed_blobs(300, 4, 3)
   res = fk.hierarchical_kmeans(jax.random.key(3), x, 12, n_meso=3, max_iter=5,
-                               impl="pallas_interpret")
+                               refine_iter=0, impl="pallas_interpret")
   cases.check_kmeans_result(x, res, impl="pallas_interpret")
 
 
