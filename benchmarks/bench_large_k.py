@@ -16,7 +16,8 @@ Part ``hier``, per row ``(N, K, D)`` (default (2^22, 65536, 128) and (2^20,
 Part ``balanced``, per row (default (2^20, 4096, 128)), from the same start
 (the first K points), ``--iters`` iterations, ``tol=0``: ``plain``
 (``fk.kmeans``), ``balanced-1.0`` and ``balanced-1.1``
-(``fk.balanced_kmeans(capacity_factor=...)``).
+(``fk.balanced_kmeans(capacity_factor=...)``) and ``balanced-1.0-m4r8``
+(``n_candidates=4, max_rounds=8``: fewer sorts, more spilled points).
 
 Every variant records ``total_s`` (median wall seconds of ``--reps`` warm,
 synchronised calls, seeding and the final assignment included), ``inertia``,
@@ -103,6 +104,9 @@ def bal_variants(x, k, iters, impl):
       "plain": lambda: fk.kmeans(key, x, k, **common),
       "balanced-1.0": lambda: fk.balanced_kmeans(key, x, k, capacity_factor=1.0, **common),
       "balanced-1.1": lambda: fk.balanced_kmeans(key, x, k, capacity_factor=1.1, **common),
+      # Fewer candidates and rounds: more points spill (the bound holds anyway).
+      "balanced-1.0-m4r8": lambda: fk.balanced_kmeans(key, x, k, capacity_factor=1.0,
+                                                      n_candidates=4, max_rounds=8, **common),
   }
 
 
