@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+import flashkmeans_jax as fk
 from flashkmeans_jax.estimator import ConvergenceWarning, KMeans, NotFittedError
 
 os.environ.setdefault("FLASHKMEANS_JAX_NO_COMPILE_CACHE", "1")  # see test_estimator.py
@@ -62,16 +63,18 @@ def test_blobs_with_a_lost_centroid_match_sklearn():
   assert len(np.unique(est.labels_)) == 20
   assert adjusted_rand_score(sk.labels_, est.labels_) == 1.0
   assert est.inertia_ == pytest.approx(sk.inertia_, rel=1e-5)
-  with pytest.warns(ConvergenceWarning, match="19 distinct clusters, fewer than "
-                                              "n_clusters=20"):
+  with pytest.warns(ConvergenceWarning, match=r"Number of distinct clusters \(19\) found "
+                                              r"smaller than n_clusters \(20\)"):
     kept = KMeans(20, init=init, max_iter=100, empty="keep").fit(x)
   assert kept.inertia_ > 1.1 * sk.inertia_
 
 
 def test_warnings_as_sklearn(far):
   dup = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+  # The same wording as scikit-learn's (its own tests match it).
   for cls in (SkKMeans, KMeans):
-    with pytest.warns(ConvergenceWarning):
+    with pytest.warns(ConvergenceWarning, match=r"^Number of distinct clusters \(2\) found "
+                      r"smaller than n_clusters \(3\)\. Possibly due to duplicate points"):
       cls(3, n_init=1, random_state=0).fit(dup)
   if sklearn is not None:
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
@@ -79,7 +82,8 @@ def test_warnings_as_sklearn(far):
   x = far
   once = KMeans(3, init=x[:3], n_init=1).fit(x)
   for cls in (SkKMeans, KMeans):
-    with pytest.warns(RuntimeWarning, match="n_init=4"):
+    with pytest.warns(RuntimeWarning, match=r"^Explicit initial center position passed: "
+                      r"performing only one init in KMeans instead of n_init=4\.$"):
       cls(3, init=x[:3], n_init=4).fit(x)
   with pytest.warns(RuntimeWarning):
     again = KMeans(3, init=x[:3], n_init=4).fit(x)
@@ -187,3 +191,25 @@ def test_float64_and_integer_input_under_x64(far):
     assert est.transform(x).dtype == np.float32
   # Without x64 float64 input is clustered in float32 (documented).
   assert KMeans(3, random_state=0, max_iter=5).fit(x).cluster_centers_.dtype == np.float32
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_seeding_follows_sample_weight(init):
+  """scikit-learn's test_sample_weight_zero/_init (they call its private
+  _init_centroids) for the seeding that fit uses: a point of weight 0 is
+  never a starting centroid, and other weights give other seeds."""
+  x, _ = make_blobs(100, n_features=5, centers=5, random_state=0)
+  x = x.astype(np.float32)
+  w = np.random.RandomState(0).uniform(size=100).astype(np.float32)
+  w[::2] = 0
+  seed = {"k-means++": fk.init_kmeans_plusplus, "random": fk.init_random}[init]
+  for s in range(4):
+    c = np.asarray(seed(jax.random.key(s), x, 10, w))
+    # Every seed is a data point of positive weight (bitwise: seeds are rows of x).
+    hit = (x[None, :, :] == c[:, None, :]).all(-1)
+    assert hit.any(axis=1).all()
+    assert not hit[:, ::2].any()
+  ones = np.asarray(seed(jax.random.key(0), x, 10, np.ones(100, np.float32)))
+  weighted = np.asarray(seed(jax.random.key(0), x, 10,
+                             np.random.RandomState(1).uniform(size=100).astype(np.float32)))
+  assert not np.array_equal(ones, weighted)

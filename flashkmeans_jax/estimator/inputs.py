@@ -116,8 +116,9 @@ def n_init_runs(init: Any, n_init: Any, owner: str) -> int:
     return 10 if (callable(init) or (isinstance(init, str) and init == "random")) else 1
   runs = validation.check_positive_int(n_init, "n_init")
   if is_array and runs != 1:
-    warnings.warn(f"Explicit initial centres passed: {owner} runs once from them instead "
-                  f"of n_init={runs} times.", RuntimeWarning, stacklevel=3)
+    # scikit-learn's wording (its tests match it).
+    warnings.warn(f"Explicit initial center position passed: performing only one init in "
+                  f"{owner} instead of n_init={runs}.", RuntimeWarning, stacklevel=3)
     return 1
   return runs
 

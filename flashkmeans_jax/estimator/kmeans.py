@@ -174,6 +174,8 @@ class KMeans(*compat.BASES):
     max_iter = validation.check_positive_int(self.max_iter, "max_iter")
     tol = validation.check_tol(self.tol)
     runs = inputs.n_init_runs(self.init, self.n_init, name)
+    # The resolved number of runs, under scikit-learn's name (its tests read it).
+    self._n_init = runs
     w = inputs.sample_weight(sample_weight, n, fit=True)
     seed = inputs.seed_from_random_state(self.random_state)
     init, runs = inputs.init_runs(self.init, lambda: np.asarray(x)[:n], k, x.shape[1], seed,
@@ -215,10 +217,10 @@ class KMeans(*compat.BASES):
     self._codebook32 = self.cluster_centers_.astype(np.float32)
     found = len(np.unique(self.labels_))
     if found < k:
-      warnings.warn(f"{type(self).__name__} found {found} distinct clusters, fewer than "
-                    f"n_clusters={k}: X has fewer distinct points than clusters (duplicate "
-                    "points), or some clusters stayed empty.", compat.ConvergenceWarning,
-                    stacklevel=3)
+      # scikit-learn's wording first (its tests match it), then the other cause.
+      warnings.warn(f"Number of distinct clusters ({found}) found smaller than n_clusters "
+                    f"({k}). Possibly due to duplicate points in X, or (empty='keep') "
+                    "clusters that stayed empty.", compat.ConvergenceWarning, stacklevel=3)
 
   def _set_order(self, device_order, k: int) -> None:
     """``order_``, ``offsets_``, ``sizes_`` of ``labels_``: from the run's
