@@ -23,6 +23,10 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where k and max_iter are not the point, the tests fit KMeans(n_clusters=4,
+# max_iter=30) on the 600 blobs: one compiled fit (and predict, transform,
+# score) serves all of them.
+SHARED = dict(n_clusters=4, max_iter=30)
 # Tests leave the user's persistent compilation cache alone (set at
 # collection, before any test calls the estimator; tests/test_compile_cache.py
 # checks the cache in subprocesses).
@@ -105,7 +109,7 @@ def test_agrees_with_sklearn_from_same_init(blobs):
 
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
 def test_transform_tiles_and_metrics(blobs, metric):
-  est = KMeans(n_clusters=4, metric=metric, random_state=0, max_iter=10).fit(blobs)
+  est = KMeans(**SHARED, metric=metric, random_state=0).fit(blobs)
   ref = helpers.np_distances(blobs, est.cluster_centers_, metric)
   if metric == "sqeuclidean":
     ref = np.sqrt(ref)
@@ -139,7 +143,7 @@ def test_score_and_weights(blobs):
 
 
 def test_jax_input_and_dtypes(blobs):
-  base = KMeans(n_clusters=3, random_state=1, max_iter=30)
+  base = KMeans(**SHARED, random_state=1)
   a = clone(base).fit(blobs)
   b = clone(base).fit(jnp.asarray(blobs))
   c = clone(base).fit(blobs.astype(np.float64))
@@ -162,9 +166,9 @@ def test_jax_input_and_dtypes(blobs):
 
 
 def test_params_pickle_errors(blobs):
-  est = KMeans(n_clusters=4, random_state=0, max_iter=20)
+  est = KMeans(**SHARED, random_state=0)
   assert est.get_params()["n_clusters"] == 4 and est.get_params()["init"] == "k-means++"
-  assert repr(est) == "KMeans(max_iter=20, n_clusters=4, random_state=0)"
+  assert repr(est) == "KMeans(max_iter=30, n_clusters=4, random_state=0)"
   with pytest.raises(NotFittedError):
     est.predict(blobs)
   est.fit(blobs)
@@ -281,7 +285,7 @@ def test_bad_init_and_weights_refused_in_memory_and_streaming(blobs, chunk_size)
 
 
 def test_unclear_arguments_get_clear_errors(blobs):
-  base = KMeans(n_clusters=3, max_iter=5, random_state=0)
+  base = KMeans(**SHARED, random_state=0)
   with pytest.raises(ValueError, match=r"dtype must be None, 'float16', 'bfloat16' or "
                                        r"'float32', got 'bogus'"):
     clone(base).set_params(dtype="bogus").fit(blobs)
@@ -298,7 +302,7 @@ def test_unclear_arguments_get_clear_errors(blobs):
   with pytest.raises(ValueError, match=r"X holds values beyond float16's"):
     clone(base).set_params(dtype="float16").fit(blobs * 3e4)
   with pytest.raises(ValueError, match=r"init holds values beyond float32's"):
-    clone(base).set_params(init=blobs[:3].astype(np.float64) * 1e39).fit(blobs)
+    clone(base).set_params(init=blobs[:4].astype(np.float64) * 1e39).fit(blobs)
   fitted = clone(base).fit(blobs)
   with pytest.raises(ValueError, match=r"^X contains NaN or Inf; clean the data$"):
     fitted.predict(np.where(blobs == blobs[1, 1], np.nan, blobs))

@@ -65,7 +65,8 @@ def test_matches_sklearn_lloyd(tol):
 
 def test_inertia_history_non_increasing_on_hard_data():
   x = hard()
-  res = km(jax.random.key(3), jnp.asarray(x), 20, init="random", tol=0.0, max_iter=200)
+  # The run of test_tol_zero_runs_to_a_fixed_point (one compiled program).
+  res = km(jax.random.key(3), jnp.asarray(x), 20, init="random", tol=0.0, max_iter=300)
   n = int(res.n_iter)
   assert n > 15  # really many iterations
   hist = np.asarray(res.inertia_history, np.float64)
@@ -77,7 +78,8 @@ def test_inertia_history_non_increasing_on_hard_data():
 
 def test_jit_equals_eager_and_same_key_same_result():
   x, _, _ = blobs()
-  f = lambda key, x: km(key, x, 6, init="k-means++", max_iter=50)
+  # max_iter=300, the eager program of test_kmeans_plusplus_seeds_hit_every_blob.
+  f = lambda key, x: km(key, x, 6, init="k-means++", max_iter=300)
   key = jax.random.key(9)
   a = f(key, jnp.asarray(x))
   b = jax.jit(f)(key, jnp.asarray(x))
@@ -148,7 +150,8 @@ def test_labels_and_inertia_belong_to_returned_centroids(weighted):
   x = jnp.asarray(hard())
   w = jnp.asarray(np.random.default_rng(0).random(len(x)) + 0.1, jnp.float32) if weighted \
       else None
-  res = km(jax.random.key(3), x, 20, init="random", tol=0.0, max_iter=3, weights=w)
+  # max_iter=4: unweighted, the first program of test_max_iter_reached.
+  res = km(jax.random.key(3), x, 20, init="random", tol=0.0, max_iter=4, weights=w)
   assert not bool(res.converged)  # the last assignment of the loop is stale
   labels, dist = fk.assign(x, res.centroids, impl=IMPL, precision="highest")
   np.testing.assert_array_equal(np.asarray(labels), np.asarray(res.labels))
@@ -257,8 +260,10 @@ def test_kmeans_plusplus_seeds_hit_every_blob(key):
   seeds = init_kmeans_plusplus(jax.random.key(key), jnp.asarray(x), 6)
   idx = _row_index(x, seeds)
   assert sorted(truth[idx].tolist()) == list(range(6))
-  a = km(jax.random.key(key), jnp.asarray(x), 6, init="k-means++", max_iter=5)
-  b = km(jax.random.key(key), jnp.asarray(x), 6, init=seeds, max_iter=5)
+  # Default max_iter and tol: the programs of test_jit_equals_eager_and_same_key_same_result
+  # (a) and test_matches_sklearn_lloyd[0.0001] (b).
+  a = km(jax.random.key(key), jnp.asarray(x), 6, init="k-means++")
+  b = km(jax.random.key(key), jnp.asarray(x), 6, init=seeds)
   np.testing.assert_array_equal(np.asarray(a.centroids), np.asarray(b.centroids))
   # Every blob seeded: Lloyd finds the blobs.
   assert adjusted_rand_score(truth, np.asarray(a.labels)) == 1.0

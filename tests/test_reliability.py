@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 from typing import Any, Callable
 
@@ -32,6 +33,11 @@ from flashkmeans_jax.core import validation
 from tests import helpers
 
 IMPL = "xla"
+# The estimator and CLI rows would switch on the user's persistent compilation
+# cache; tests leave it alone (as tests/test_estimator.py does). Without this,
+# running this file alone wrote every later compile to ~/.cache and read it
+# back on the next run.
+os.environ.setdefault("FLASHKMEANS_JAX_NO_COMPILE_CACHE", "1")
 
 # --------------------------------------------------------------------------
 # Fixture data shared by the bad-input table.
@@ -751,7 +757,8 @@ def test_nonfinite_seeding_never_picks_bad_rows():
 def test_check_finite_false_eager_behaves_like_jit():
   x, _, _ = _blobs()
   x[0, 0] = np.nan
-  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, check_finite=False, max_iter=20)
+  # max_iter=50: the program of test_nonfinite_point_leaves_centroids_finite.
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, check_finite=False, max_iter=50)
   assert np.isfinite(np.asarray(res.centroids)).all() and np.isnan(float(res.inertia))
 
 
@@ -872,6 +879,10 @@ def test_checkify_of_vmapped_loop_is_jax_limitation():
 
 EMPTIES = ["keep", "farthest"]
 INITS = ["k-means++", "random"]
+# Where the shape is not the point, the degenerate cases share one: N=24
+# points in D=3, k=3 (float32, default max_iter and tol), so that each
+# (metric, init, empty) compiles the Lloyd loop once for all of them.
+DN, DD, DK = 24, 3, 3
 
 
 def _valid(res, k, n, d, dtype=None, metric="sqeuclidean"):
@@ -891,20 +902,20 @@ def _valid(res, k, n, d, dtype=None, metric="sqeuclidean"):
 @pytest.mark.parametrize("empty", EMPTIES)
 @pytest.mark.parametrize("init", INITS)
 def test_all_points_identical(empty, init):
-  x = np.tile(np.array([[1.5, -2.0, 3.0]], np.float32), (16, 1))
-  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 4, init=init, empty=empty, impl=IMPL)
-  c, _ = _valid(res, 4, 16, 3)
-  np.testing.assert_array_equal(c, x[:4])  # every seed and centroid is the point
+  x = np.tile(np.array([[1.5, -2.0, 3.0]], np.float32), (DN, 1))
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), DK, init=init, empty=empty, impl=IMPL)
+  c, _ = _valid(res, DK, DN, DD)
+  np.testing.assert_array_equal(c, x[:DK])  # every seed and centroid is the point
   assert float(res.inertia) == 0.0 and bool(res.converged)
 
 
 @pytest.mark.parametrize("empty", EMPTIES)
 @pytest.mark.parametrize("init", INITS)
 def test_fewer_distinct_points_than_k(empty, init):
-  base = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], np.float32)
-  x = np.repeat(base, 4, axis=0)  # N=12, 3 distinct points, k=5
-  res = fk.kmeans(jax.random.key(1), jnp.asarray(x), 5, init=init, empty=empty, impl=IMPL)
-  c, labels = _valid(res, 5, 12, 2)
+  base = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 10.0]], np.float32)
+  x = np.repeat(base, DN // 2, axis=0)  # N=24, 2 distinct points, k=3
+  res = fk.kmeans(jax.random.key(1), jnp.asarray(x), DK, init=init, empty=empty, impl=IMPL)
+  c, labels = _valid(res, DK, DN, DD)
   helpers.assert_labels_match(x, c, labels, "sqeuclidean")
   if init == "k-means++" or empty == "farthest":
     # k-means++ seeds every distinct point; "farthest" re-seeds empty
@@ -931,21 +942,21 @@ def test_duplicated_points_equal_weight_two(empty):
 @pytest.mark.parametrize("init", INITS)
 def test_zero_vectors_cosine(empty, init):
   rng = np.random.default_rng(2)
-  x = rng.normal(size=(24, 3)).astype(np.float32)
+  x = rng.normal(size=(DN, DD)).astype(np.float32)
   x[:8] = 0.0
-  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), 3, metric="cosine", init=init,
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(x), DK, metric="cosine", init=init,
                   empty=empty, impl=IMPL)
-  c, labels = _valid(res, 3, 24, 3)
+  c, labels = _valid(res, DK, DN, DD)
   _, dist = fk.assign(jnp.asarray(x), res.centroids, metric="cosine", impl=IMPL)
   np.testing.assert_allclose(np.asarray(dist[:8]), 1.0)  # zero vector: distance 1
   norms = np.linalg.norm(c, axis=1)
   assert ((np.abs(norms - 1) < 1e-5) | (norms == 0)).all()
   helpers.assert_labels_match(x[8:], c, labels[8:], "cosine")
   # All points zero: every distance is 1, nothing is NaN.
-  z = fk.kmeans(jax.random.key(0), jnp.zeros((10, 3)), 2, metric="cosine", init=init,
+  z = fk.kmeans(jax.random.key(0), jnp.zeros((DN, DD)), DK, metric="cosine", init=init,
                 empty=empty, impl=IMPL)
-  _valid(z, 2, 10, 3)
-  assert float(z.inertia) == 10.0
+  _valid(z, DK, DN, DD)
+  assert float(z.inertia) == float(DN)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
@@ -982,16 +993,17 @@ def test_tiny_magnitudes_float32(empty):
   cannot be told apart -- rescale such data. Under cosine (scale-free) the
   right partition is found."""
   rng = np.random.default_rng(4)
-  x, centers, lab = helpers.make_blobs(rng, 40, 3, 2, spread=10.0, std=0.1)
+  x, centers, lab = helpers.make_blobs(rng, DN, DD, DK, spread=10.0, std=0.1)
   tiny = (x.astype(np.float64) * 1e-20).astype(np.float32)
   for metric in ("sqeuclidean", "dot"):
-    res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric=metric, empty=empty,
+    res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), DK, metric=metric, empty=empty,
                     impl=IMPL)
-    _valid(res, 2, 40, 3, metric=metric)
-  res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), 2, metric="cosine", empty=empty,
+    _valid(res, DK, DN, DD, metric=metric)
+  res = fk.kmeans(jax.random.key(0), jnp.asarray(tiny), DK, metric="cosine", empty=empty,
                   impl=IMPL)
-  _, labels = _valid(res, 2, 40, 3)
-  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), 2, metric="cosine", empty=empty, impl=IMPL)
+  _, labels = _valid(res, DK, DN, DD)
+  ref = fk.kmeans(jax.random.key(0), jnp.asarray(x), DK, metric="cosine", empty=empty,
+                  impl=IMPL)
   np.testing.assert_array_equal(labels, np.asarray(ref.labels))
 
 
