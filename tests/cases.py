@@ -320,20 +320,22 @@ def check_assign_config(cfg, interpret):
                         impl="pallas_interpret" if interpret else "pallas")
 
 
-def check_update_config(cfg, interpret):
-  """One tiling of the sort-inverse update against float64: a cluster larger
-  than many items, empty clusters, weights and a NaN row (weight 0)."""
-  from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
+def check_update_config(cfg, interpret, d=40, weighted=True):
+  """One tiling of the Pallas update (sort-inverse, or the dense kernel when
+  ``cfg.dense``) against float64: a cluster larger than many items or
+  blocks, empty clusters, weights and a NaN row (weight 0)."""
+  from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
   rng = np.random.default_rng(6)
-  n, d, k = 2500, 40, 30
+  n, k = 2500, 30
   x = rng.normal(size=(n, d)).astype(np.float32)
-  x[17, 3] = np.nan
+  x[17, d // 2] = np.nan
   labels = rng.integers(0, 10, n).astype(np.int32)
   labels[: n // 2] = 4
-  w = rng.random(n).astype(np.float32)
-  sums, counts = sorted_update.sorted_cluster_sums(jnp.asarray(x), jnp.asarray(labels), k,
-                                                   weights=jnp.asarray(w), config=cfg,
-                                                   interpret=interpret)
+  labels[-3:] = k - 1  # the last cluster of a padded chunk
+  w = rng.random(n).astype(np.float32) if weighted else None
+  sums, counts = cluster_sums_op.cluster_sums(
+      jnp.asarray(x), jnp.asarray(labels), k, None if w is None else jnp.asarray(w),
+      "pallas_interpret" if interpret else "pallas", cfg)
   check_cluster_sums_result(x, labels, k, w, sums, counts)
 
 

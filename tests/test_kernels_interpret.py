@@ -80,6 +80,24 @@ def test_update_configs(cfg):
   cases.check_update_config(cfg, interpret=True)
 
 
+@pytest.mark.parametrize("cfg,d,weighted", [
+    # several blocks and steps, clusters over two chunks, a ragged last block
+    (update_config.UpdateConfig(dense=True, dense_rows=512, dense_sub_rows=128,
+                                dense_block_k=16), 1, True),
+    (update_config.UpdateConfig(dense=True, dense_rows=256, dense_sub_rows=256,
+                                dense_block_k=32), 3, False),
+])
+def test_dense_update_configs(cfg, d, weighted):
+  cases.check_update_config(cfg, interpret=True, d=d, weighted=weighted)
+
+
+def test_update_config_picks_dense_for_tiny_problems():
+  assert update_config.update_config(1 << 20, 16, 1, jnp.float32, kind="NVIDIA H200").dense
+  assert update_config.update_config(1 << 20, 16, 8, jnp.float32, kind="NVIDIA H200").dense
+  assert not update_config.update_config(1 << 20, 1024, 1, jnp.float32, kind="NVIDIA H200").dense
+  assert not update_config.update_config(1 << 20, 16, 64, jnp.float32, kind="NVIDIA H200").dense
+
+
 def test_assign_never_picks_padded_centroid():
   # K=3 padded to a 16-wide tile: the zero padding rows would win for points
   # near the origin under "dot" and "sqeuclidean" if they were not masked.

@@ -24,6 +24,7 @@ from jax.experimental.pallas import triton as plgpu
 from flashkmeans_jax.core import metric as metric_mod
 from flashkmeans_jax.ops.assign import reference as assign_reference
 from flashkmeans_jax.ops.cluster_sums import config as update_config
+from flashkmeans_jax.ops.cluster_sums import pallas_dense
 from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
 from flashkmeans_jax.ops.cluster_sums import reference as sums_reference
 from tests import cases, helpers
@@ -189,3 +190,17 @@ def test_dropped_last_point_fails_the_kernel_config_check(patch):
   cfg = update_config.UpdateConfig(rows_per_item=64, block_rows=16, block_d=16)
   mutate_drop_last_point(patch)
   expect_failure(cases.check_update_config, cfg, interpret=True)
+
+
+def test_dense_kernel_losing_the_last_row_fails_the_config_check(patch):
+  # The dense kernel's row mask one short (the last point never counts). The
+  # real code passes this config: test_kernels_interpret.py::test_dense_update_configs.
+  real_kernel = pallas_dense._dense_kernel
+
+  def kernel(*refs, n, **kw):
+    return real_kernel(*refs, n=n - 1, **kw)
+
+  cfg = update_config.UpdateConfig(dense=True, dense_rows=512, dense_sub_rows=128,
+                                   dense_block_k=16)
+  patch(pallas_dense, "_dense_kernel", kernel)
+  expect_failure(cases.check_update_config, cfg, interpret=True, d=1, weighted=True)

@@ -118,6 +118,36 @@ def test_update_configs(cfg):
   cases.check_update_config(cfg, interpret=False)
 
 
+@pytest.mark.parametrize("cfg,d,weighted", [
+    (update_config.UpdateConfig(dense=True, num_warps=4), 1, True),
+    (update_config.UpdateConfig(dense=True, dense_rows=512, dense_sub_rows=128,
+                                dense_block_k=16, num_warps=4), 3, False),
+    (update_config.UpdateConfig(dense=True, dense_rows=2048, dense_sub_rows=256,
+                                dense_block_k=32, num_warps=8), 8, True),
+])
+def test_dense_update_configs(cfg, d, weighted):
+  cases.check_update_config(cfg, interpret=False, d=d, weighted=weighted)
+
+
+def test_dense_update_batched_and_bit_identical():
+  # The quantisation shape: many members of tiny D under vmap (a batch grid
+  # axis), against float64 per member, same bits on every run.
+  from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
+  rng = np.random.default_rng(8)
+  b, n, k, d = 64, 8192, 16, 2
+  x = jnp.asarray(rng.normal(size=(b, n, d)), jnp.float32)
+  labels = jnp.asarray(np.minimum(rng.geometric(0.2, (b, n)), k) - 1, jnp.int32)
+  w = jnp.asarray(rng.random((b, n)), jnp.float32)
+  run = jax.jit(jax.vmap(lambda xb, lb, wb: cluster_sums_op.cluster_sums(xb, lb, k, wb, "pallas")))
+  a = run(x, labels, w)
+  for i in (0, b - 1):
+    cases.check_cluster_sums_result(x[i], labels[i], k, w[i], a[0][i], a[1][i])
+  for _ in range(3):
+    again = run(x, labels, w)
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(again[0]))
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(again[1]))
+
+
 @pytest.mark.parametrize("k", [100, 1024, 70_000])
 def test_sort_by_label_stable_on_gpu(k):
   # 8-bit, 16-bit and packed 32-bit keys through XLA's GPU sort, alone and

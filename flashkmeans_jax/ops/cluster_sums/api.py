@@ -19,6 +19,13 @@ def cluster_sums(x, labels, k, weights=None, impl="xla", config=None):
   if impl == "xla":
     return xla.cluster_sums_xla(x, labels, k, weights)
   # Imported here so that the CPU path never imports the Triton lowering.
+  from flashkmeans_jax.ops.cluster_sums import config as config_mod
+  interpret = impl == "pallas_interpret"
+  cfg = config or config_mod.update_config(x.shape[0], k, x.shape[1], x.dtype)
+  if cfg.dense:
+    from flashkmeans_jax.ops.cluster_sums import pallas_dense
+    return pallas_dense.dense_cluster_sums(x, labels, k, weights=weights, config=cfg,
+                                           interpret=interpret)
   from flashkmeans_jax.ops.cluster_sums import pallas_triton
-  return pallas_triton.sorted_cluster_sums(
-      x, labels, k, weights=weights, config=config, interpret=(impl == "pallas_interpret"))
+  return pallas_triton.sorted_cluster_sums(x, labels, k, weights=weights, config=cfg,
+                                           interpret=interpret)

@@ -24,20 +24,46 @@ class UpdateConfig(tiling.TritonLaunch):
     fold_rows: sum the gathered rows of each step right away into a
       ``[block_d]`` accumulator instead of keeping ``[block_rows, block_d]``
       partials until the end (fewer registers, so larger steps fit).
+    dense: use the one-hot block kernel of
+      :mod:`~flashkmeans_jax.ops.cluster_sums.pallas_dense` (no sort) instead
+      of the sort-inverse one; the remaining ``dense_*`` fields tile it.
+    dense_rows: points per program of the dense kernel.
+    dense_sub_rows: points per step inside a program (``dense_rows`` is a
+      multiple of it).
+    dense_block_k: clusters compared per step (the one-hot mask is
+      ``[dense_sub_rows, dense_block_k]``).
   """
 
   rows_per_item: int = 256
   block_rows: int = 32
   block_d: int = 128
   fold_rows: bool = False
+  dense: bool = False
+  dense_rows: int = 4096
+  dense_sub_rows: int = 128
+  dense_block_k: int = 32
   num_warps: int = 8
+
+
+# The dense kernel does about N * K * (D + 2) selects and adds (K padded to
+# its chunk); the sorted one a sort, a work list and a 16-wide gather per
+# point, whatever K. Where K * (D + 2) is at most this, the dense kernel was
+# the faster of the two on the H200 (benchmarks/NOTES.md, eighth session).
+DENSE_MAX_D = 8
+DENSE_MAX_WORK = 256
 
 
 def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:
   """Tiling for the sort-inverse update of ``[n, d]`` points into ``k`` sums."""
-  del n, k, dtype
+  del n, dtype
   kind = device.device_kind() if kind is None else kind
   dp = max(16, tiling.next_pow2(d))
+  if d <= DENSE_MAX_D and max(16, tiling.next_pow2(k)) * (d + 2) <= DENSE_MAX_WORK:
+    # Tiles from the sweep of bench_update_small.py: [128, 32] masks, 4096
+    # rows a program; a narrower chunk where D + 2 accumulators crowd the
+    # registers.
+    return UpdateConfig(dense=True, dense_rows=4096, dense_sub_rows=128,
+                        dense_block_k=32 if d <= 2 else 16, num_warps=4, num_stages=2)
   if device.gpu_family(kind) == "fallback":
     return UpdateConfig(rows_per_item=256, block_rows=32, block_d=min(dp, 128), num_warps=4,
                         num_stages=2)
