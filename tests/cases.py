@@ -411,3 +411,35 @@ def check_kmeans_matches_xla(impl, dtype=jnp.float32):
   # Same labels, so the same sums up to the order of float32 additions.
   np.testing.assert_allclose(np.asarray(a.centroids.astype(jnp.float32)),
                              np.asarray(b.centroids.astype(jnp.float32)), rtol=1e-4, atol=1e-4)
+
+
+def check_batched_small_d_matches_xla(impl, b=4, n=600, d=2, k=6, iters=8):
+  """``batched_kmeans`` of tiny D (the dense cluster sums) with weights
+  against the XLA path from the same starts. Each member's result belongs to
+  its centroids (labels to float32 near-ties, inertia: the shared check);
+  the iterations are the same; the labels of the two paths are the same but
+  for near-ties of centroids that differ by float32 rounding (blobs of 4096
+  points in D=1 hold a few: 2 of 131,072 on the H200). A flip moves that
+  member's centroids by the point's share of its clusters, so centroids are
+  compared (to float32 rounding of the sums) on the members without one."""
+  rng = np.random.default_rng(11)
+  x = np.stack([helpers.make_blobs(rng, n, d, k)[0] for _ in range(b)]).astype(np.float32)
+  w = jnp.asarray(rng.random((b, n)) + 0.5, jnp.float32)
+  x = jnp.asarray(x)
+  init = x[:, :k]
+  kw = dict(init=init, weights=w, precision="highest", max_iter=iters)
+  a = fk.batched_kmeans(jax.random.key(0), x, k, impl=impl, **kw)
+  r = fk.batched_kmeans(jax.random.key(0), x, k, impl="xla", **kw)
+  for i in range(b):
+    member = jax.tree.map(lambda v: v[i], a)
+    check_kmeans_result(x[i], member, weights=w[i], precision="highest", impl=impl)
+  np.testing.assert_array_equal(np.asarray(a.n_iter), np.asarray(r.n_iter))
+  differ = np.asarray(a.labels) != np.asarray(r.labels)
+  assert differ.sum() <= max(2, differ.size // 20_000), int(differ.sum())
+  same = ~differ.any(axis=1)
+  assert same.sum() >= b // 2, same
+  # Two float32 sums of the same n_k <= n terms in different orders: each
+  # within gamma_n * sum|w x| of the exact one, a mean within gamma_n max|x|.
+  bound = 2 * float(gamma(n)) * float(np.abs(np.asarray(x)).max())
+  np.testing.assert_allclose(np.asarray(a.centroids)[same], np.asarray(r.centroids)[same],
+                             rtol=0, atol=bound)

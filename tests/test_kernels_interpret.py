@@ -209,6 +209,10 @@ def test_kmeans_matches_xla():
   cases.check_kmeans_matches_xla(IMPL)
 
 
+def test_batched_small_d_matches_xla():
+  cases.check_batched_small_d_matches_xla(IMPL, b=2, n=300, d=2, k=5, iters=3)
+
+
 def test_half_prepass_config_and_result():
   # K >= 4096 on float16 operands prepares them in an XLA pass; the result is
   # that of the on-chip scaling.

@@ -98,3 +98,9 @@ def test_one_large_problem():
 def test_nonfinite_rows_and_centroids(d, metric):
   check_nonfinite_rows_and_centroids(lambda x, c: run(x, c, metric), 300, d, metric,
                                      precision="highest")
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_batched_kmeans_dense_update_matches_xla(d):
+  # Tiny D runs the dense cluster sums (no sort) inside the batched loop.
+  cases.check_batched_small_d_matches_xla("pallas", b=32, n=4096, d=d, k=16, iters=10)
