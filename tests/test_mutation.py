@@ -195,12 +195,12 @@ def test_dropped_last_point_fails_the_kernel_config_check(patch):
 def test_dense_kernel_losing_the_last_row_fails_the_config_check(patch):
   # The dense kernel's row mask one short (the last point never counts). The
   # real code passes this config: test_kernels_interpret.py::test_dense_update_configs.
-  real_kernel = pallas_dense._dense_kernel
+  real_kernel = pallas_dense.dense_kernel
 
   def kernel(*refs, n, **kw):
     return real_kernel(*refs, n=n - 1, **kw)
 
   cfg = update_config.UpdateConfig(dense=True, dense_rows=512, dense_sub_rows=128,
                                    dense_block_k=16)
-  patch(pallas_dense, "_dense_kernel", kernel)
+  patch(pallas_dense, "dense_kernel", kernel)
   expect_failure(cases.check_update_config, cfg, interpret=True, d=1, weighted=True)

@@ -33,7 +33,7 @@ from flashkmeans_jax.ops.cluster_sums import config as config_mod
 __all__ = ["dense_cluster_sums", "dense_partial_sums"]
 
 
-def _dense_kernel(*refs, n, d, kp, rows, sub_rows, block_k, weighted):
+def dense_kernel(*refs, n, d, kp, rows, sub_rows, block_k, weighted):
   if weighted:
     x_ref, lab_ref, w_ref, sums_ref, counts_ref = refs
   else:
@@ -102,7 +102,7 @@ def dense_partial_sums(x: jax.Array, labels: jax.Array, weights: jax.Array | Non
   kp = tiling.cdiv(k, block_k) * block_k
   blocks = tiling.cdiv(n, rows)
   weighted = weights is not None
-  kernel = functools.partial(_dense_kernel, n=n, d=d, kp=kp, rows=rows,
+  kernel = functools.partial(dense_kernel, n=n, d=d, kp=kp, rows=rows,
                              sub_rows=sub_rows, block_k=block_k, weighted=weighted)
   args = (x.reshape(-1), labels) + ((weights.astype(jnp.float32),) if weighted else ())
   return pl.pallas_call(
