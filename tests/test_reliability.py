@@ -362,30 +362,49 @@ def _cells(entries, **kw):
   return {name: (lambda t, f=f: f(**kw)) for name, f in entries.items()}
 
 
+def e_topk(x=_X, c=_X[:4], k=2, **kw):
+  return fk.assign_topk(x, c, k, **_merge(dict(impl=IMPL), kw))
+
+
+def e_balanced(key=D["key"], x=_X, k=3, **kw):
+  return fk.balanced_kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+def e_hierarchical(key=D["key"], x=_X, k=3, **kw):
+  return fk.hierarchical_kmeans(key, x, k, **_merge(dict(impl=IMPL, max_iter=2), kw))
+
+
+# The entry points of issue 21 (top-k, balanced, two-level) in the same rows.
+NEW_LLOYD = dict(balanced_kmeans=e_balanced, hierarchical_kmeans=e_hierarchical)
 X_TAKERS = dict(assign=e_assign, update=e_update, cluster_sums=e_cluster_sums,
                 init_random=e_init_random, init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans,
                 kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
                 sharded_update=e_sharded_update, sharded_assign=e_sharded_assign,
-                sharded_init_kmeans_plusplus=e_sharded_pp)
+                sharded_init_kmeans_plusplus=e_sharded_pp, assign_topk=e_topk, **NEW_LLOYD)
 K_TAKERS = dict(update=e_update, cluster_sums=e_cluster_sums, init_random=e_init_random,
                 init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans, batched_kmeans=e_batched,
                 kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
-                sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp)
+                sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp,
+                assign_topk=e_topk, **NEW_LLOYD)
+# k > N is fine for the sums; assign_topk's k is bounded by the centroids.
 N_K_TAKERS = {n: f for n, f in K_TAKERS.items()
-              if n not in ("update", "cluster_sums", "sharded_update")}  # k > N is fine there
+              if n not in ("update", "cluster_sums", "sharded_update", "assign_topk")}
 LLOYD = dict(kmeans=e_kmeans, batched_kmeans=e_batched, kmeans_streaming=e_streaming,
              sharded_kmeans=e_sharded_kmeans)
 WEIGHT_TAKERS = dict(update=e_update, cluster_sums=e_cluster_sums, init_random=e_init_random,
                      init_kmeans_plusplus=e_init_pp, kmeans=e_kmeans,
                      kmeans_streaming=e_streaming, sharded_kmeans=e_sharded_kmeans,
-                     sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp)
+                     sharded_update=e_sharded_update, sharded_init_kmeans_plusplus=e_sharded_pp,
+                     **NEW_LLOYD)
 METRIC_TAKERS = dict(assign=e_assign, update=e_update, finalize_centroids=e_finalize,
                      init_kmeans_plusplus=e_init_pp, **LLOYD, sharded_update=e_sharded_update,
-                     sharded_assign=e_sharded_assign, sharded_init_kmeans_plusplus=e_sharded_pp)
+                     sharded_assign=e_sharded_assign, sharded_init_kmeans_plusplus=e_sharded_pp,
+                     assign_topk=e_topk, **NEW_LLOYD)
 IMPL_TAKERS = dict(assign=e_assign, update=e_update, cluster_sums=e_cluster_sums, **LLOYD,
-                   sharded_update=e_sharded_update, sharded_assign=e_sharded_assign)
+                   sharded_update=e_sharded_update, sharded_assign=e_sharded_assign,
+                   assign_topk=e_topk, **NEW_LLOYD)
 KEY_TAKERS = dict(init_random=e_init_random, init_kmeans_plusplus=e_init_pp, **LLOYD,
-                  sharded_init_kmeans_plusplus=e_sharded_pp)
+                  sharded_init_kmeans_plusplus=e_sharded_pp, **NEW_LLOYD)
 
 
 def _weights_row(w, batched=True):
@@ -397,7 +416,9 @@ def _weights_row(w, batched=True):
 
 
 def _init_row(init):
-  cells = {n: (lambda t, f=f: f(init=init)) for n, f in LLOYD.items()}
+  # hierarchical_kmeans seeds by name only (its levels are seeded apart).
+  cells = {n: (lambda t, f=f: f(init=init)) for n, f in {**LLOYD, **{
+      "balanced_kmeans": e_balanced}}.items()}
   cells.update(_estimator_cells(init=np.asarray(init)))
   cells["KMeans(callable init)"] = lambda t: e_estimator(init=lambda x, k, rs: np.asarray(init))
   cells["cli"] = lambda t: e_cli(t, init=init)
@@ -405,7 +426,7 @@ def _init_row(init):
 
 
 def _options_row(flag, value, **kw):
-  cells = _cells(LLOYD, **kw)
+  cells = _cells({**LLOYD, **NEW_LLOYD}, **kw)
   cells.update(_estimator_cells(**kw))
   cells["cli"] = lambda t: e_cli(t, extra=[f"{flag}={value}"])
   return cells
@@ -439,7 +460,8 @@ SAME_ERRORS: list[SameError] = [
               "update)", {
                   **_cells({n: f for n, f in X_TAKERS.items() if n in (
                       "assign", "update", "kmeans", "sharded_kmeans", "sharded_update",
-                      "sharded_assign", "kmeans_streaming")}, x=np.where(np.arange(60).reshape(20, 3) == 7, np.nan,
+                      "sharded_assign", "kmeans_streaming", "assign_topk", "balanced_kmeans",
+                      "hierarchical_kmeans")}, x=np.where(np.arange(60).reshape(20, 3) == 7, np.nan,
                                                      _XN).astype(np.float32)),
                   "batched_kmeans": lambda t: e_batched(x=D["xb"].at[1, 2, 0].set(jnp.nan)),
                   **_estimator_cells(x=_X.at[2, 0].set(jnp.nan)),
@@ -466,8 +488,8 @@ SAME_ERRORS: list[SameError] = [
               _weights_row(_NAN_W)),
     SameError("weights-all-zero", ValueError,
               "weights must have a positive sum; all weights are zero", {
-                  **_cells({n: f for n, f in LLOYD.items() if n != "batched_kmeans"},
-                           weights=jnp.zeros(20)),
+                  **_cells({n: f for n, f in {**LLOYD, **NEW_LLOYD}.items()
+                            if n != "batched_kmeans"}, weights=jnp.zeros(20)),
                   **_estimator_cells(sample_weight=np.zeros(20))}),
     SameError("weights-shape", ValueError,
               "weights must have shape (20,) (one per point), got (19,)", {
@@ -485,6 +507,7 @@ SAME_ERRORS: list[SameError] = [
     SameError("centroids-nan", ValueError,
               "centroids contains NaN or Inf; centroids must be finite", {
                   "assign": lambda t: e_assign(c=_NAN_C),
+                  "assign_topk": lambda t: e_topk(c=_NAN_C),
                   "sharded_assign": lambda t: e_sharded_assign(c=np.asarray(_NAN_C)),
                   "update": lambda t: e_update(k=_NAN_C, weights=None),
                   "sharded_update": lambda t: e_sharded_update(k=np.asarray(_NAN_C))},
