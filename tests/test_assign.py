@@ -4,10 +4,10 @@ The Pallas kernels meet the same shared checks in test_kernels_interpret.py
 (interpret mode) and tests/gpu/ (real lowering).
 """
 
-import inspect
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import pytest
 
@@ -90,13 +90,14 @@ def test_tiled_ties_across_centroid_tiles_take_lowest_index():
 
 
 def test_default_tiles_bound_the_score_tile():
-  default_bytes = inspect.signature(assign_xla.xla_tiles).parameters["tile_bytes"].default
-  for tile_bytes in (default_bytes, 1 << 20):
+  default = assign_xla.XLA_CPU_TILE_BYTES if jax.default_backend() == "cpu" else (
+      assign_xla.XLA_TILE_BYTES)
+  for tile_bytes in (None, assign_xla.XLA_TILE_BYTES, assign_xla.XLA_CPU_TILE_BYTES, 1 << 20):
     for n, k in [(10**6, 1024), (10**7, 4096), (5000, 10**5), (300, 7), (10**6, 1)]:
       tn, tk = assign_xla.xla_tiles(n, k, tile_bytes)
       assert 1 <= tn <= n and 1 <= tk <= k
       if tn > 256:  # 256 rows is the floor
-        assert 4 * tn * tk <= tile_bytes
+        assert 4 * tn * tk <= (tile_bytes or default)
   # Large K is tiled too, not only N.
   assert assign_xla.xla_tiles(5000, 10**5)[1] < 10**5
 
@@ -168,3 +169,28 @@ def test_jit_equals_eager(metric):
 
 def test_vmap_equals_loop():
   cases.check_vmap_assign(IMPL)
+
+
+def test_two_pass_argmin_is_argmin():
+  # The CPU's two-reduction argmin against jnp.argmin: ties to the lowest
+  # column, +-inf, a row of NaN (its first NaN wins) and a lone NaN column.
+  from flashkmeans_jax.ops.assign import reference as assign_reference
+  rng = np.random.default_rng(5)
+  s = rng.integers(0, 4, (12, 37)).astype(np.float32)  # many exact ties
+  s[1] = np.inf
+  s[2, 5] = -np.inf
+  s[3] = np.nan
+  s[4, 9] = np.nan
+  s[5, 0] = np.nan
+  s[6, 36] = -np.inf
+  for two_pass in (False, True):
+    # scores() is bias - x . c; with x = 0 it is the bias row: feed each row
+    # of s as the bias of a one-point tile.
+    got = [assign_reference.argmin_tile(jnp.zeros((1, 1), jnp.float32),
+                                        jnp.zeros((37, 1), jnp.float32), jnp.asarray(row),
+                                        lax.Precision.HIGHEST, two_pass=two_pass)
+           for row in s]
+    arg = np.array([int(g[1][0]) for g in got])
+    best = np.array([float(g[0][0]) for g in got])
+    np.testing.assert_array_equal(arg, np.argmin(s, axis=1))
+    np.testing.assert_array_equal(best, s[np.arange(12), np.argmin(s, axis=1)])

@@ -65,8 +65,24 @@ def half_operands(xb, c, c_inverse):
   return x_op, x_inverse * c_inverse
 
 
-def argmin_tile(xb, c, bias, precision, row_factor=None):
+def argmin_tile(xb, c, bias, precision, row_factor=None, two_pass=False):
+  """``(best, arg)`` of one score tile: the smallest score and its index
+  (ties to the lowest; a NaN wins, at its first column, as in
+  ``jnp.argmin``).
+
+  ``two_pass`` computes the same pair with two plain reductions, ``min``
+  and then the lowest column holding it (or a NaN), instead of ``argmin``'s
+  variadic (value, index) reduction, which XLA's CPU backend does not
+  vectorise: 100,000 x 256 scores took 100 ms that way against 50 ms
+  (2-core x86, benchmarks/NOTES.md, eighth session).
+  """
   s = scores(xb, c, bias, precision, row_factor)
+  if two_pass:
+    best = jnp.min(s, axis=1)
+    cols = lax.broadcasted_iota(jnp.int32, s.shape, 1)
+    # A NaN score wins at its first column (the row's min is NaN then).
+    hit = (s == best[:, None]) | jnp.isnan(s)
+    return best, jnp.min(jnp.where(hit, cols, s.shape[1]), axis=1)
   arg = jnp.argmin(s, axis=1).astype(jnp.int32)
   best = jnp.take_along_axis(s, arg[:, None], axis=1)[:, 0]
   return best, arg

@@ -21,9 +21,18 @@ from flashkmeans_jax.ops.assign import reference
 __all__ = ["assign_xla", "xla_tiles", "XLA_TILE_BYTES", "XLA_MAX_TILE_K"]
 
 # Bytes of float32 scores one XLA tile may hold; keeps peak extra memory
-# O(tile) whatever N and K are.
+# O(tile) whatever N and K are. On a GPU few large tiles are best (each trip
+# of the loop costs a host round-trip); on a CPU a tile that stays in cache
+# is: at N=100,000, K=256, D=64 one assignment took 150 ms with 32 MiB tiles
+# and 50 ms with 2-4 MiB ones (2-core x86, benchmarks/NOTES.md).
 XLA_TILE_BYTES = 32 * 1024 * 1024
+XLA_CPU_TILE_BYTES = 4 * 1024 * 1024
 XLA_MAX_TILE_K = 4096
+
+
+def _on_cpu() -> bool:
+  # Trace-time choice: the XLA path runs where JAX's default backend is.
+  return jax.default_backend() == "cpu"
 
 
 def _clamped_start(i, tile, total):
@@ -36,8 +45,9 @@ def _clamped_start(i, tile, total):
 def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
   k = c.shape[0]
   x_op, row_factor = reference.half_operands(xb, c, c_inverse)
+  two_pass = _on_cpu()
   if k <= tile_k:
-    best, arg = reference.argmin_tile(x_op, c, bias, precision, row_factor)
+    best, arg = reference.argmin_tile(x_op, c, bias, precision, row_factor, two_pass)
   else:
     n_tiles = tiling.cdiv(k, tile_k)
 
@@ -46,7 +56,7 @@ def _assign_chunk(xb, c, bias, metric, precision, tile_k, c_inverse=None):
       start = _clamped_start(j, tile_k, k)
       cj = lax.dynamic_slice_in_dim(c, start, tile_k)
       bj = lax.dynamic_slice_in_dim(bias, start, tile_k)
-      tbest, targ = reference.argmin_tile(x_op, cj, bj, precision, row_factor)
+      tbest, targ = reference.argmin_tile(x_op, cj, bj, precision, row_factor, two_pass)
       better = tbest < best
       return jnp.where(better, tbest, best), jnp.where(better, targ + start, arg)
 
@@ -82,8 +92,12 @@ def _top2_chunk(xb, c, bias, precision, tile_k, c_inverse=None):
   return arg, best, second, xsq
 
 
-def xla_tiles(n: int, k: int, tile_bytes: int = XLA_TILE_BYTES) -> tuple[int, int]:
-  """(tile_n, tile_k) for the XLA path: one float32 score tile <= tile_bytes."""
+def xla_tiles(n: int, k: int, tile_bytes: int | None = None) -> tuple[int, int]:
+  """(tile_n, tile_k) for the XLA path: one float32 score tile <= tile_bytes
+  (default: :data:`XLA_CPU_TILE_BYTES` on a CPU, :data:`XLA_TILE_BYTES`
+  elsewhere)."""
+  if tile_bytes is None:
+    tile_bytes = XLA_CPU_TILE_BYTES if _on_cpu() else XLA_TILE_BYTES
   tile_k = min(k, XLA_MAX_TILE_K)
   tile_n = max(256, tile_bytes // (4 * tile_k))
   return min(n, tile_n), tile_k
