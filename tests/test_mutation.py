@@ -27,7 +27,6 @@ from flashkmeans_jax.ops.cluster_sums import config as update_config
 from flashkmeans_jax.ops.cluster_sums import pallas_dense
 from flashkmeans_jax.ops.cluster_sums import pallas_triton as sorted_update
 from flashkmeans_jax.ops.cluster_sums import reference as sums_reference
-from flashkmeans_jax.ops.cluster_sums import xla as sums_xla
 from tests import cases, helpers
 
 IMPLS = ("xla", "pallas_interpret")
@@ -153,8 +152,7 @@ def test_last_centroid_never_considered_fails_the_assign_check(impl, patch):
 # --- (c) cluster sums that drop the last point of each cluster ---------------
 
 def mutate_drop_last_point(patch):
-  """XLA path: the chunk sums (masked, and the CPU's unmasked ones) zero the
-  weight of each cluster's last row.
+  """XLA path: the chunk sums zero the weight of each cluster's last row.
   Kernel: the work list ends each cluster's last item one row early."""
   real_chunk = sums_reference.chunk_sums
 
@@ -162,13 +160,6 @@ def mutate_drop_last_point(patch):
     idx = jnp.arange(lb.shape[0])
     last = jax.ops.segment_max(idx, lb, num_segments=k)
     return real_chunk(xb, lb, jnp.where(last[lb] == idx, 0.0, wb), k)
-
-  real_unmasked = sums_xla.unmasked_chunk_sums
-
-  def unmasked_chunk_sums(xb, lb, wb, k, weighted=True):
-    idx = jnp.arange(lb.shape[0])
-    last = jax.ops.segment_max(idx, lb, num_segments=k)
-    return real_unmasked(xb, lb, jnp.where(last[lb] == idx, 0.0, wb), k, True)
 
   real_items = sorted_update.work_items
 
@@ -179,7 +170,6 @@ def mutate_drop_last_point(patch):
     return wl._replace(end=end)
 
   patch(sums_reference, "chunk_sums", chunk_sums)
-  patch(sums_xla, "unmasked_chunk_sums", unmasked_chunk_sums)
   patch(sorted_update, "work_items", work_items)
 
 
