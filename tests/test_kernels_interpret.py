@@ -93,7 +93,10 @@ def test_dense_update_configs(cfg, d, weighted):
 
 def test_update_config_picks_dense_for_tiny_problems():
   assert update_config.update_config(1 << 20, 16, 1, jnp.float32, kind="NVIDIA H200").dense
-  assert update_config.update_config(1 << 20, 16, 8, jnp.float32, kind="NVIDIA H200").dense
+  assert update_config.update_config(1 << 20, 16, 4, jnp.float32, kind="NVIDIA H200").dense
+  assert update_config.update_config(1 << 20, 32, 1, jnp.float32, kind="NVIDIA H200").dense
+  assert not update_config.update_config(1 << 20, 16, 8, jnp.float32, kind="NVIDIA H200").dense
+  assert not update_config.update_config(1 << 20, 64, 1, jnp.float32, kind="NVIDIA H200").dense
   assert not update_config.update_config(1 << 20, 1024, 1, jnp.float32, kind="NVIDIA H200").dense
   assert not update_config.update_config(1 << 20, 16, 64, jnp.float32, kind="NVIDIA H200").dense
 

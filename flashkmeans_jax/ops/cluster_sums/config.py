@@ -46,11 +46,13 @@ class UpdateConfig(tiling.TritonLaunch):
 
 
 # The dense kernel does about N * K * (D + 2) selects and adds (K padded to
-# its chunk); the sorted one a sort, a work list and a 16-wide gather per
-# point, whatever K. Where K * (D + 2) is at most this, the dense kernel was
-# the faster of the two on the H200 (benchmarks/NOTES.md, eighth session).
-DENSE_MAX_D = 8
-DENSE_MAX_WORK = 256
+# its chunk) and one strided load per feature; the sorted one a sort, a work
+# list and a 16-wide gather per point, whatever K. On the H200 the dense
+# kernel won at K * (D + 2) <= 96 (K=16 with D <= 4, K=8 with D=1), tied at
+# K=64, D=1 and lost at K=16, D=8 and beyond (benchmarks/NOTES.md, eighth
+# session): only the measured wins take it.
+DENSE_MAX_D = 4
+DENSE_MAX_WORK = 96
 
 
 def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:

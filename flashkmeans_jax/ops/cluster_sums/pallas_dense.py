@@ -1,18 +1,19 @@
 """Cluster sums for few clusters of few features, as a Pallas (Triton) kernel.
 
-When ``K * D`` is small (quantisation codebooks: D of 1 to 8, K up to a few
-hundred) the sort-inverse update spends nearly all its time on the sort, the
+When ``K * D`` is small (quantisation codebooks: D of 1 to 4, K of 8 to
+32) the sort-inverse update spends nearly all its time on the sort, the
 work list and two launches over ``N / rows_per_item + K`` items, each padding
 D to a 16-wide tile, while the arithmetic is a few operations per point.
 Here every program instead reads one contiguous block of points, labels and
 weights once and compares each label with every cluster index of a chunk of
-clusters: a one-hot mask ``[rows, block_k]`` selects the weighted rows, and
-column sums give the block's partial sums. Blocks write disjoint partials
-``[blocks, K, D]``; an ordinary reduction over the blocks adds them. No
-sort, no gather, no atomics (so the sums are the same on every run).
+clusters: a one-hot mask ``[rows, block_k]`` selects the weighted rows into
+elementwise accumulators, reduced over the rows once per chunk. Blocks
+write disjoint partials (``[blocks * D, K]`` sums, ``[blocks, K]`` counts);
+an ordinary reduction over the blocks adds them. No sort, no gather, no
+atomics (so the sums are the same on every run).
 
-The work is ``N * K * (D + 1)`` selects and adds, against ``N * D`` bytes
-read, so the path only pays where ``K * (D + 1)`` is small;
+The work is about ``N * K * (D + 2)`` selects and adds, against ``N * D``
+values read, so the path only pays where ``K * (D + 2)`` is small;
 :func:`flashkmeans_jax.ops.cluster_sums.config.update_config` chooses it.
 Rows holding NaN or Inf count as weight 0, as in every other implementation.
 """
