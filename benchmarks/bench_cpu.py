@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -37,15 +36,6 @@ ROWS = [(10_000, 2, 8), (100_000, 2, 8), (1_000_000, 2, 8), (1_000_000, 8, 16),
         (10_000, 256, 4096), (20_000, 256, 4096)]
 QUICK = [(100_000, 64, 256), (200_000, 32, 64), (50_000, 128, 1024)]
 ITERS = 10
-
-
-def _median_s(fn, reps):
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def row(n, d, k, reps, cap_s):
@@ -68,12 +58,12 @@ def row(n, d, k, reps, cap_s):
     rec["ours_s"] = "capped"
     return rec
   rec["ours_n_iter"] = int(r.n_iter)
-  rec["ours_s"] = _median_s(ours, reps)
+  rec["ours_s"] = harness.median_s(ours, reps)
 
   km = KMeans(k, init=init, n_init=1, max_iter=ITERS, tol=0.0, algorithm="lloyd")
   km.fit(x)
   rec["sklearn_n_iter"] = int(km.n_iter_)
-  rec["sklearn_s"] = _median_s(lambda: km.fit(x), reps)
+  rec["sklearn_s"] = harness.median_s(lambda: km.fit(x), reps)
   rec["sklearn_over_ours"] = rec["sklearn_s"] / rec["ours_s"]
 
   assign = jax.jit(lambda x, c: fk.assign(x, c, check_finite=False))
