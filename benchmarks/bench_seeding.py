@@ -19,8 +19,9 @@ variant:
   iterations and ``inertia_vs_pp`` (target: <= 1 against k-means++ where it
   ran).
 
-``return_order``: the base run with ``return_order=True``; ``order_frac_of_iter``
-is the extra time over one iteration's (target: <= 0.05).
+``return_order``: 2-iteration calls with and without ``return_order=True``
+(``--order-reps`` repetitions each); ``order_frac_of_iter`` is the extra time
+over the marginal iteration (target: <= 0.05).
 
 Times are medians of ``--reps`` synchronised calls after one warm-up (which
 compiles). A variant whose estimated seeding time (from its FLOPs, see
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 
 import jax
 
@@ -88,22 +90,44 @@ def main() -> None:
   p.add_argument("--cap-s", type=float, default=120.0, help="skip a variant whose "
                  "estimated seeding time exceeds this")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--data", choices=("normal", "blobs"), default="normal",
+                 help="standard-normal points, or K blobs (harness.blobs) where seeding "
+                      "decides which blobs are found")
+  p.add_argument("--parallel", nargs="*", default=[],
+                 help="extra k-means|| variants, each oversampling_factor,init_rounds "
+                      "(named ||<o>x<r>)")
+  p.add_argument("--once", nargs="*", default=[],
+                 help="variants timed by one call, compilation included (slow seedings "
+                      "whose inertia is what matters: k-means++ at K=65536)")
+  p.add_argument("--order-reps", type=int, default=9,
+                 help="repetitions of the short calls of the return_order row")
   p.add_argument("--no-order", dest="order", action="store_false",
                  help="skip the return_order row (its cost against one iteration)")
   a = p.parse_args()
   rows = (SMOKE_ROWS if a.smoke else
           [tuple(int(v) for v in r.split(",")) for r in a.rows] if a.rows else ROWS)
   dtype = "float32" if a.smoke else a.dtype
-  res = harness.Results(a.out, official=False, dtype=dtype, iters=a.iters)
+  res = harness.Results(a.out, official=False, dtype=dtype, iters=a.iters, data=a.data)
+  variants = dict(VARIANTS)
+  for spec in a.parallel:
+    o, r = spec.split(",")
+    variants[f"||{o}x{r}"] = dict(init="k-means||", oversampling_factor=float(o),
+                                 init_rounds=int(r))
+  names = a.variants + [f"||{s.replace(',', 'x')}" for s in a.parallel]
   impl = harness.kernel_impl()
   for n, k, d in rows:
-    x = harness.normal(1, (n, d), dtype)
+    x = (harness.blobs(1, n, k, d, dtype) if a.data == "blobs"
+         else harness.normal(1, (n, d), dtype))
     init_rows = x[:k]
 
-    def call(**kw):
+    def call(once=False, **kw):
       def run():
         r = fk.kmeans(jax.random.key(0), x, k, max_iter=a.iters, tol=0.0, impl=impl, **kw)
         return jax.block_until_ready(r)
+      if once:  # one call, compilation included: an upper bound of its time
+        t0 = time.perf_counter()
+        r = run()
+        return time.perf_counter() - t0, float(r.inertia), int(r.n_iter)
       r = run()  # warm-up: compiles
       return harness.median_s(run, a.reps), float(r.inertia), int(r.n_iter)
 
@@ -111,13 +135,24 @@ def main() -> None:
     row = dict(n=n, k=k, d=d, variant="base", total_s=run_s, inertia=base_inertia)
     res.add(row)
     if a.order:
-      total, _, _ = call(init=init_rows, return_order=True)
-      per_iter = run_s / a.iters
-      res.add(dict(n=n, k=k, d=d, variant="return_order", total_s=total,
-                   order_s=total - run_s, order_frac_of_iter=(total - run_s) / per_iter))
+      # Short calls, many repetitions: the extra time of the order (one
+      # stable sort of the final labels) against the marginal iteration
+      # ((20-iteration call - 2-iteration call) / 18), so that run-to-run
+      # noise of the long calls does not swamp a few milliseconds.
+      def short(**kw):
+        def go():
+          return jax.block_until_ready(fk.kmeans(
+              jax.random.key(0), x, k, init=init_rows, max_iter=2, tol=0.0, impl=impl, **kw))
+        go()
+        return harness.median_s(go, a.order_reps)
+      plain_s, order_s = short(), short(return_order=True)
+      per_iter = (run_s - plain_s) / (a.iters - 2)
+      res.add(dict(n=n, k=k, d=d, variant="return_order", short_iters=2, plain_s=plain_s,
+                   order_total_s=order_s, order_s=order_s - plain_s, marginal_iter_s=per_iter,
+                   order_frac_of_iter=(order_s - plain_s) / per_iter))
     pp_inertia = None
-    for name in a.variants:
-      kw = VARIANTS[name]
+    for name in names:
+      kw = variants[name]
       est = estimate_seed_s(n, k, d, kw, dtype)
       note = harness.over_cap(est, a.cap_s)
       row = dict(n=n, k=k, d=d, variant=name, options=kw, estimate_seed_s=est)
@@ -125,10 +160,12 @@ def main() -> None:
         res.add({**row, "note": note})
         continue
       try:
-        total, inertia, n_iter = call(**kw)
+        total, inertia, n_iter = call(once=name in a.once, **kw)
       except Exception as e:  # out of memory on a big row: record and go on
         res.add({**row, "note": f"failed: {type(e).__name__}: {str(e)[:200]}"})
         continue
+      if name in a.once:
+        row["note"] = "one call, compilation included"
       if name == "k-means++":
         pp_inertia = inertia
       res.add({**row, "total_s": total, "seed_s": total - run_s,

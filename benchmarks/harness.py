@@ -292,6 +292,19 @@ def normal(seed: int, shape, dtype, sharding=None) -> jax.Array:
   return jax.block_until_ready(gen(jax.random.key(seed)))
 
 
+def blobs(seed: int, n: int, centers: int, d: int, dtype, std: float = 0.5) -> jax.Array:
+  """``[n, d]`` points around ``centers`` standard-normal centres (each point
+  a uniformly chosen centre plus ``std`` times standard-normal noise), on the
+  device. At D=128, std=0.5 the blobs' radius (~5.7) is a third of the
+  distance between centres (~16): seeding decides which blobs are found."""
+  def gen(key):
+    kc, kl, kn = jax.random.split(key, 3)
+    c = jax.random.normal(kc, (centers, d), jnp.float32)
+    lab = jax.random.randint(kl, (n,), 0, centers)
+    return (c[lab] + std * jax.random.normal(kn, (n, d), jnp.float32)).astype(dtype)
+  return jax.block_until_ready(jax.jit(gen)(jax.random.key(seed)))
+
+
 def grid_problem(b: int, n: int, k: int, d: int, dtype):
   """``x [B, N, D]`` standard normal and its first K points ``[B, K, D]``."""
   x = normal(1, (b, n, d), dtype)
