@@ -108,12 +108,12 @@ def main() -> None:
           [tuple(int(v) for v in r.split(",")) for r in a.rows] if a.rows else ROWS)
   dtype = "float32" if a.smoke else a.dtype
   res = harness.Results(a.out, official=False, dtype=dtype, iters=a.iters, data=a.data)
-  variants = dict(VARIANTS)
+  variants, names = dict(VARIANTS), list(a.variants)
   for spec in a.parallel:
     o, r = spec.split(",")
-    variants[f"||{o}x{r}"] = dict(init="k-means||", oversampling_factor=float(o),
-                                 init_rounds=int(r))
-  names = a.variants + [f"||{s.replace(',', 'x')}" for s in a.parallel]
+    names.append(f"||{o}x{r}")
+    variants[names[-1]] = dict(init="k-means||", oversampling_factor=float(o),
+                               init_rounds=int(r))
   impl = harness.kernel_impl()
   for n, k, d in rows:
     x = (harness.blobs(1, n, k, d, dtype) if a.data == "blobs"
@@ -140,11 +140,9 @@ def main() -> None:
       # ((20-iteration call - 2-iteration call) / 18), so that run-to-run
       # noise of the long calls does not swamp a few milliseconds.
       def short(**kw):
-        def go():
-          return jax.block_until_ready(fk.kmeans(
-              jax.random.key(0), x, k, init=init_rows, max_iter=2, tol=0.0, impl=impl, **kw))
-        go()
-        return harness.median_s(go, a.order_reps)
+        run = harness.lloyd_runner(x, init_rows, k, impl=impl, **kw)
+        run(2)  # warm-up: compiles
+        return harness.median_s(lambda: run(2), a.order_reps)
       plain_s, order_s = short(), short(return_order=True)
       per_iter = (run_s - plain_s) / (a.iters - 2)
       res.add(dict(n=n, k=k, d=d, variant="return_order", short_iters=2, plain_s=plain_s,
