@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import flashkmeans_jax as fk
+from flashkmeans_jax.lloyd import recluster
 from flashkmeans_jax.lloyd import seeding
 from tests import helpers
 
@@ -104,12 +105,12 @@ def test_kmeans_parallel_finds_every_blob(blobs):
 def test_kmeans_parallel_lloyd_recluster(blobs, monkeypatch):
   """The recluster used when greedy k-means++ on the candidates would be too
   much work (large k): forced here by a zero work limit. The seeds alone
-  sit one per blob (12 seeds in 32 rounds: one D^2 draw per round, so plain
-  k-means++ on the candidates here; at large k each round draws k / 32)."""
+  sit one per blob (12 seeds in 32 rounds: one seed per round, so greedy
+  k-means++ on the candidates here; at large k each round chooses k / 32)."""
   x, centers = blobs
-  assert seeding.greedy_recluster(12, 500, 4, None)
-  monkeypatch.setattr(seeding, "GREEDY_RECLUSTER_MAX_WORK", 0)
-  assert not seeding.greedy_recluster(12, 500, 4, None)
+  assert recluster.greedy_recluster(12, 500, 4, None)
+  monkeypatch.setattr(recluster, "GREEDY_RECLUSTER_MAX_WORK", 0)
+  assert not recluster.greedy_recluster(12, 500, 4, None)
   seed = jax.jit(lambda key: seeding.init_kmeans_parallel(key, x, 12, precision=HI))
   for s in range(3):
     c = seed(jax.random.key(s))
@@ -119,9 +120,67 @@ def test_kmeans_parallel_lloyd_recluster(blobs, monkeypatch):
   # Distinct candidates: the first batch is a weighted draw without
   # replacement, later ones never draw a candidate sitting on a seed.
   cand = jnp.asarray(np.random.default_rng(0).normal(size=(40, 3)), jnp.float32)
-  seeds = seeding.recluster_batched(jax.random.key(1), cand, jnp.ones(40), 40, iters=0,
+  seeds = recluster.recluster_batched(jax.random.key(1), cand, jnp.ones(40), 40, iters=0,
                                     precision=HI)
   assert len({tuple(r) for r in np.asarray(seeds).tolist()}) == 40
+
+
+def _pair_probs_without_replacement():
+  """Exact P(first = i, second = j) of :func:`recluster.recluster_batched` with
+  k=2 and one seed per round on X5/W5: first ~ w; then two distinct draws
+  ~ w * D^2 without replacement, and the one of larger gain (lower
+  potential; the first draw on ties)."""
+  x, w = X5.astype(np.float64), W5.astype(np.float64)
+  n = len(x)
+  d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
+  out = np.zeros((n, n))
+  for i in range(n):
+    p = w * d2[i] / (w * d2[i]).sum()
+    pot = np.array([(w * np.minimum(d2[i], d2[j])).sum() for j in range(n)])
+    for a in range(n):
+      for b in range(n):
+        if a != b and p[a] < 1:
+          best = a if pot[a] <= pot[b] else b
+          out[i, best] += w[i] / w.sum() * p[a] * p[b] / (1 - p[a])
+  return out
+
+
+def test_recluster_batched_one_seed_per_round_is_greedy_kmeans_plusplus():
+  """With one slot per round there is no rejection: each round is a step of
+  greedy k-means++ whose trials are drawn without replacement."""
+  seeds = jax.jit(jax.vmap(lambda key: recluster.recluster_batched(
+      key, jnp.asarray(X5), jnp.asarray(W5), 2, rounds=2, iters=0, n_local_trials=2,
+      precision=HI)))(jax.random.split(jax.random.key(3), N_KEYS))
+  idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)
+  counts = np.zeros((5, 5))
+  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
+  ok, detail = _chi2_ok(counts.ravel(), _pair_probs_without_replacement().ravel(), N_KEYS)
+  assert ok, detail
+
+
+def test_recluster_batched_rounds_of_many_seeds_find_every_blob():
+  """12 seeds per round on 48 separated blobs: the gains and the rejection
+  keep two seeds of one round out of one blob (plain batched D^2 draws
+  found 36-40 of the 48 here)."""
+  x, centers, _ = helpers.make_blobs(np.random.default_rng(5), 48 * 30, 4, 48, spread=40.0)
+  x = jnp.asarray(x)
+  for s in range(4):
+    cand, cw = seeding.parallel_candidates(jax.random.key(s), x, 48, precision=HI)
+    c = recluster.recluster_batched(jax.random.key(100 + s), cand, cw, 48, rounds=4, iters=0,
+                                  precision=HI)
+    assert bool(jnp.all(jnp.isfinite(c)))
+    nearest = ((np.asarray(c)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+    assert len(set(nearest.tolist())) >= 47, (s, sorted(nearest.tolist()))
+
+
+def test_recluster_batched_fewer_candidates_than_seeds():
+  cand = jnp.asarray(np.random.default_rng(1).normal(size=(5, 3)), jnp.float32)
+  seeds = recluster.recluster_batched(jax.random.key(0), cand, jnp.ones(5), 8, iters=1,
+                                    precision=HI)
+  assert seeds.shape == (8, 3) and bool(jnp.all(jnp.isfinite(seeds)))
+  # Every candidate becomes a seed; the open slots are zero rows.
+  got = {tuple(r) for r in np.asarray(seeds).round(6).tolist()}
+  assert {tuple(r) for r in np.asarray(cand).round(6).tolist()} <= got
 
 
 @pytest.mark.slow

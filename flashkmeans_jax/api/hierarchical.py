@@ -231,7 +231,7 @@ def hierarchical_kmeans(key: jax.Array, x: jax.Array, k: int, *, n_meso: int | N
       k=k_max, max_iter=meso_opts.max_iter, tol=meso_opts.tol, metric="sqeuclidean",
       empty="keep", impl=validation.resolve_impl(impl, rows, k_max, batch=b),
       precision=meso_opts.precision, init="array")
-  fine = loop.run_batched(jax.random.split(key_fine, b), xb, wb, seeds, fine_opts)
+  fine = loop.run_batched(key_fine, xb, wb, seeds, fine_opts)
 
   # Member j's live centroids are its first k_j rows; global index = offset + row.
   fine_offsets = np.concatenate([[0], np.cumsum(fine_k)])

@@ -45,8 +45,8 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       points), ``"k-means||"`` (scalable k-means++, Bahmani et al. 2012: a few
       rounds of independent D^2 draws through the assignment kernel, then
       weighted greedy k-means++ on the ~``rounds * oversampling_factor * k``
-      candidates; for large k, where k-means++'s k sequential passes over x
-      dominate) or an array ``[k, D]`` of starting centroids (then ``n_init``
+      candidates, batched into 32 rounds of k/32 seeds at large k; for large
+      k, where k-means++'s k sequential passes over x dominate) or an array ``[k, D]`` of starting centroids (then ``n_init``
       is 1).
     max_iter: most Lloyd iterations.
     tol: stop when ``sum_k ||c_new - c_old||^2 <= tol * mean(var(x, axis=0))``
@@ -237,6 +237,6 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
       verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold,
       check_init_values=not _fold_init(init, fold))
-  out = loop.run_batched(jax.random.split(key, b), x, weights, init_array, opts, seed,
+  out = loop.run_batched(key, x, weights, init_array, opts, seed,
                          return_order, fold)
   return _checked_result(x, init_array, out) if fold else out

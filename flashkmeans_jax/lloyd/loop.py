@@ -294,15 +294,18 @@ def run_compiled(key: jax.Array, x: jax.Array, weights: jax.Array | None,
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "seed", "return_order", "flags"))
-def run_batched(keys: jax.Array, x: jax.Array, weights: jax.Array | None,
+def run_batched(key: jax.Array, x: jax.Array, weights: jax.Array | None,
                 init_array: jax.Array | None, opts: LloydOptions,
                 seed: SeedingOptions = SeedingOptions(),
                 return_order: bool = False, flags: bool = False):
-  """:func:`run` over a leading batch axis of ``keys``, ``x``, ``weights`` and a
-  ``[B, K, D]`` init (a ``[K, D]`` init is shared); every member has its own
+  """:func:`run` over a leading batch axis of ``x``, ``weights`` and a ``[B,
+  K, D]`` init (a ``[K, D]`` init is shared), member ``b`` keyed by
+  ``jax.random.split(key, B)[b]`` (split here, inside the compiled call: an
+  eager split is one more dispatch per call); every member has its own
   ``n_iter``, ``converged``, inertia history and (``return_order``) order.
   ``flags``: returns ``(result, data_flags(x, init_array))`` over the whole
   batch."""
+  keys = jax.random.split(key, x.shape[0])
   init_axis = 0 if (init_array is not None and init_array.ndim == 3) else None
   w_axis = None if weights is None else 0
   res = jax.vmap(lambda kk, xx, ww, ii: run(kk, xx, ww, ii, opts, seed=seed,

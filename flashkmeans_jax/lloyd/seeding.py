@@ -27,63 +27,14 @@ from jax import lax
 
 from flashkmeans_jax.core.types import SeedingOptions
 from flashkmeans_jax.lloyd.combine import Combine, LOCAL
+from flashkmeans_jax.lloyd.draws import (dist_to_candidates, draw_proportional, gather_rows,
+                                         usable_rows)
+from flashkmeans_jax.lloyd.recluster import greedy_recluster, recluster_batched
 from flashkmeans_jax.ops.assign import api as assign_op
 
 __all__ = ["init_random", "init_kmeans_plusplus", "init_centroids", "usable_rows",
            "draw_proportional", "gather_rows", "dist_to_candidates",
-           "parallel_candidates", "init_kmeans_parallel", "round_capacity",
-           "greedy_recluster", "recluster_batched"]
-
-
-def usable_rows(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """``(w, ||x||^2, x)`` with rows holding NaN/Inf neutralised (weight 0, norm 0,
-  zero row): such points never become seeds and add nothing to the potential."""
-  xf_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), -1)
-  finite = jnp.isfinite(xf_sq)
-  return (jnp.where(finite, w, 0.0), jnp.where(finite, xf_sq, 0.0),
-          jnp.where(finite[:, None], x, jnp.zeros((), x.dtype)))
-
-
-def dist_to_candidates(x: jax.Array, xsq: jax.Array, cand: jax.Array, metric: str,
-                       precision: Any) -> jax.Array:
-  """float32 ``[N, L]`` distances from every point to L candidate rows."""
-  cf = cand.astype(jnp.float32)
-  dots = lax.dot_general(x, cand.astype(x.dtype), (((1,), (1,)), ((), ())),
-                         precision=precision, preferred_element_type=jnp.float32)
-  if metric == "cosine":
-    xn = jnp.sqrt(xsq)[:, None]
-    cn = jnp.sqrt(jnp.sum(cf * cf, -1))[None, :]
-    denom = xn * cn
-    return jnp.where(denom > 0, 1.0 - dots / jnp.where(denom > 0, denom, 1.0), 1.0)
-  csq = jnp.sum(cf * cf, -1)
-  return jnp.maximum(xsq[:, None] - 2.0 * dots + csq[None, :], 0.0)
-
-
-def gather_rows(owner: jax.Array, local_idx: jax.Array, x: jax.Array, combine: Combine) -> jax.Array:
-  """``float32 [L, D]``: row ``local_idx[l]`` of block ``owner[l]``, on every block."""
-  mine = owner == combine.block_index()
-  rows = x[local_idx].astype(jnp.float32)
-  return combine.sum(jnp.where(mine[:, None], rows, 0.0))
-
-
-def draw_proportional(key: jax.Array, wd: jax.Array, num: int, combine: Combine):
-  """``num`` independent draws with P(row) = wd / sum(wd) over all blocks.
-
-  Returns (owner block, local index) per draw: the block is found on the
-  gathered block totals, the row on the block's own cumulative sum.
-  """
-  n = wd.shape[0]
-  cum = jnp.cumsum(wd)
-  tots = combine.gather(cum[-1])  # [P]
-  incl = jnp.cumsum(tots)
-  excl = incl - tots
-  r = jax.random.uniform(key, (num,)) * incl[-1]
-  s = jnp.searchsorted(incl, r, side="right")
-  last_block = combine.n_blocks - 1 - jnp.argmax((tots > 0)[::-1])
-  s = jnp.where(s >= combine.n_blocks, last_block, s)  # rounding at the top end
-  idx = jnp.searchsorted(cum, r - excl[combine.block_index()])
-  last_local = n - 1 - jnp.argmax((wd > 0)[::-1])
-  return s, jnp.clip(jnp.minimum(idx, last_local), 0, n - 1)
+           "parallel_candidates", "init_kmeans_parallel", "round_capacity"]
 
 
 def init_random(key: jax.Array, x: jax.Array, k: int, weights: jax.Array | None = None,
@@ -224,80 +175,6 @@ def parallel_candidates(key: jax.Array, x: jax.Array, k: int,
   return jnp.where(held[:, None], cand, 0.0), jnp.where(held, cw, 0.0)
 
 
-# Greedy k-means++ on the candidates is k sequential steps, each scoring
-# n_local_trials draws against all C candidates: k * C * trials * D
-# multiply-adds in k dependent launches. Below this many it is cheap (under a
-# second on a GPU, and the small problems of tests and notebooks); above it
-# (K=65,536 from 2^22 points: C ~ 670,000, about 1e17 FLOP, hours) the
-# candidates are reclustered by weighted Lloyd iterations instead.
-GREEDY_RECLUSTER_MAX_WORK = 1 << 34
-# In that case: rounds of D^2 draws on the candidates (each draws k / rounds
-# of them at once, so the distance work is one C x k pass in all), then
-# Lloyd iterations over the candidates (the run that follows iterates anyway;
-# two pull each seed to its candidates' weighted mean).
-RECLUSTER_ROUNDS = 32
-RECLUSTER_LLOYD_ITERS = 2
-
-
-def greedy_recluster(k: int, n_candidates: int, d: int, n_local_trials: int | None) -> bool:
-  """Whether k-means|| reclusters its ``n_candidates`` weighted candidates with
-  greedy k-means++ (``True``) or with :func:`recluster_batched` (``False``):
-  by the greedy step's work, :data:`GREEDY_RECLUSTER_MAX_WORK`."""
-  trials = n_local_trials or 2 + int(math.log(k))
-  return k * n_candidates * trials * d <= GREEDY_RECLUSTER_MAX_WORK
-
-
-def recluster_batched(key: jax.Array, cand: jax.Array, cw: jax.Array, k: int, *,
-                      metric: str = "sqeuclidean", precision: Any = None, impl: str = "xla",
-                      config: Any = None, rounds: int = RECLUSTER_ROUNDS,
-                      iters: int = RECLUSTER_LLOYD_ITERS) -> jax.Array:
-  """``k`` seeds ``float32[k, D]`` from weighted candidates ``cand [C, D]``,
-  ``cw float32[C]`` (zero weight: an unused slot) in ``rounds`` batched steps
-  of k-means++: the first ``m = ceil(k / rounds)`` seeds are distinct
-  candidates drawn with probability proportional to ``cw``, every later
-  batch ``m`` distinct candidates drawn proportionally to ``cw * D^2`` (D the
-  distance to the nearest seed so far: Gumbel top-m, so no candidate is drawn
-  twice and a candidate on a seed is never drawn); then ``iters`` weighted
-  Lloyd iterations over the candidates (a seed winning no candidate stays).
-  Every distance comes from the assignment op, against the new batch only:
-  no C x k matrix, and one C x k pass of distance work for the draws."""
-  seed_metric = "cosine" if metric == "cosine" else "sqeuclidean"
-  c_total, d = cand.shape
-  m = -(-k // rounds)
-  n_rounds = -(-k // m)
-  key0, key_rounds = jax.random.split(key)
-
-  def draw(kr, weight):
-    g = jax.random.gumbel(kr, (c_total,), jnp.float32)
-    score = jnp.where(weight > 0, jnp.log(jnp.where(weight > 0, weight, 1.0)) + g, -jnp.inf)
-    return lax.top_k(score, m)[1]
-
-  def nearest(rows):
-    return assign_op.assign(cand, rows, seed_metric, impl, precision, config)[1]
-
-  first = cand[draw(key0, cw)]
-  seeds = jnp.zeros((n_rounds * m, d), jnp.float32).at[:m].set(first)
-  closest = nearest(first)
-
-  def round_(r, carry):
-    seeds, closest = carry
-    rows = cand[draw(jax.random.fold_in(key_rounds, r), cw * closest)]
-    seeds = lax.dynamic_update_slice(seeds, rows, (r * m, 0))
-    return seeds, jnp.minimum(closest, nearest(rows))
-
-  seeds, _ = lax.fori_loop(1, n_rounds, round_, (seeds, closest))
-  c = seeds[:k]
-  wc = cw[:, None] * cand
-
-  def step(_, c):
-    labels, _ = assign_op.assign(cand, c, seed_metric, impl, precision, config)
-    sums = jax.ops.segment_sum(wc, labels, num_segments=k)
-    mass = jax.ops.segment_sum(cw, labels, num_segments=k)
-    return jnp.where((mass > 0)[:, None], sums / jnp.where(mass > 0, mass, 1.0)[:, None], c)
-
-  return lax.fori_loop(0, iters, step, c)
-
-
 def init_kmeans_parallel(key: jax.Array, x: jax.Array, k: int,
                          weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
                          seed: SeedingOptions = SeedingOptions(), precision: Any = None,
@@ -318,7 +195,7 @@ def init_kmeans_parallel(key: jax.Array, x: jax.Array, k: int,
     return init_kmeans_plusplus(key_pp, cand, k, cw, metric=metric,
                                 n_local_trials=seed.n_local_trials, precision=precision)
   return recluster_batched(key_pp, cand, cw, k, metric=metric, precision=precision, impl=impl,
-                         config=config)
+                           config=config, n_local_trials=seed.n_local_trials, dtype=x.dtype)
 
 
 def init_centroids(key: jax.Array, x: jax.Array, k: int, init: str,
