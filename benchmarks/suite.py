@@ -68,7 +68,7 @@ def problem(row: suite_rows.Row):
   return x, init, weights
 
 
-def lloyd(x, init, row, iters, weights, impl):
+def lloyd(x, init, row, iters, weights, impl, key=None):
   """One whole default call of at most ``iters`` iterations (``tol=0``)."""
   w = weights
   if w is not None and row.b == 1:
@@ -76,12 +76,14 @@ def lloyd(x, init, row, iters, weights, impl):
   kwargs = dict(metric=row.metric, weights=w)
   if impl is not None:
     kwargs["impl"] = impl
-  return harness.lloyd_call(x, init, row.k, iters, **kwargs)
+  return harness.lloyd_call(x, init, row.k, iters, key=key, **kwargs)
 
 
 def ours_runner(x, init, weights, row, impl):
+  key = jax.random.key(0)  # made once, as a user's key is
+
   def run(iters):
-    r = jax.block_until_ready(lloyd(x, init, row, iters, weights, impl))
+    r = jax.block_until_ready(lloyd(x, init, row, iters, weights, impl, key))
     return int(np.max(np.asarray(r.n_iter)))
   return run
 

@@ -19,6 +19,7 @@ from flashkmeans_jax.core import precision as precision_mod
 from flashkmeans_jax.ops.assign import certified
 from flashkmeans_jax.ops.assign import xla
 from flashkmeans_jax.ops.cluster_sums import api as cluster_sums_op
+from flashkmeans_jax.ops.cluster_sums import config as cluster_sums_config
 
 __all__ = ["assign", "assign_runner_up"]
 
@@ -84,7 +85,9 @@ def _assign_bwd(metric, impl, precision, config, runner_up, res, cts):
   computed as ONE weighted cluster sum of x in its own dtype (on the GPU the
   sort-inverse kernel: contiguous segments, no contended atomic scatter of N
   rows into K, the same bits on every run, and no ``[N, D]`` float32 rows
-  written or read), with ``S_k = sum_{i in k} w_i x_i`` and ``G_k = sum w_i``:
+  written or read; for small ``N * D``, where the sort costs more than the
+  sums, XLA's segment sum: see
+  :func:`~flashkmeans_jax.ops.cluster_sums.config.backward_sums_impl`), with ``S_k = sum_{i in k} w_i x_i`` and ``G_k = sum w_i``:
 
   * sqeuclidean, ``w = g``: ``sum_i -2 g_i (x_i - c_k) = 2 (c_k G_k - S_k)``;
   * dot, ``w = g``: ``-S_k``;
@@ -100,6 +103,7 @@ def _assign_bwd(metric, impl, precision, config, runner_up, res, cts):
   """
   del precision, config, runner_up
   x, centroids, labels = res
+  impl = cluster_sums_config.backward_sums_impl(x.shape[0], x.shape[1], impl)
   g_raw = cts[1].astype(jnp.float32)  # the runner-up's cotangent (cts[2]): no gradient
   # gx keeps a non-finite cotangent (elementwise); the centroid sums leave it out.
   g = jnp.where(jnp.isfinite(g_raw), g_raw, 0.0)

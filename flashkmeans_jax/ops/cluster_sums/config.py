@@ -55,6 +55,25 @@ DENSE_MAX_D = 4
 DENSE_MAX_WORK = 96
 
 
+# The codebook gradient of `assign` is one weighted cluster sum of labels
+# that the forward did not sort. On the H200 (jax 0.11.2, ninth session) at
+# N=65536, D=32 (K=512, 1024) sorting 65536 labels alone took 0.10-0.15 ms
+# and the sort-inverse sums 0.11-0.14 ms against 0.055 ms for XLA's
+# segment sum: value_and_grad / forward 1.33-2.13 with XLA, 2.01-3.16 with
+# the kernel. At N=262144, D=64 the kernel won (2.10 vs 2.21). Up to this
+# many elements the backward takes XLA's sums (atomics: not bit-identical
+# from run to run on the GPU).
+BACKWARD_XLA_MAX_ELEMENTS = 1 << 21
+
+
+def backward_sums_impl(n: int, d: int, impl: str) -> str:
+  """The cluster-sums ``impl`` of the codebook gradient of ``[n, d]`` points:
+  XLA's segment sum on the GPU up to :data:`BACKWARD_XLA_MAX_ELEMENTS`
+  elements (no sort to amortise), else ``impl`` (interpret mode keeps the
+  kernel, so the CPU tests exercise it)."""
+  return "xla" if impl == "pallas" and n * d <= BACKWARD_XLA_MAX_ELEMENTS else impl
+
+
 def update_config(n: int, k: int, d: int, dtype, *, kind: str | None = None) -> UpdateConfig:
   """Tiling for the sort-inverse update of ``[n, d]`` points into ``k`` sums."""
   del n, dtype
