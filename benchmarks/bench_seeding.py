@@ -10,9 +10,11 @@ variant:
 
 * ``base``: ``fk.kmeans(init=<K given points>, max_iter=20, tol=0)``, the
   20-iteration run without seeding (the reference time ``run_s``);
-* ``random``, ``k-means++``, ``k-means||`` (defaults: ``l = 2k``, 5 rounds),
-  ``k-means||-light`` (``oversampling_factor=0.5``, ``init_rounds=2``),
-``k-means||-1x2`` (``oversampling_factor=1``, ``init_rounds=2``) and
+* ``random``, ``k-means++``, ``k-means||`` (defaults: ``l = k / 4``, 8
+  rounds), ``k-means||-2x5`` (``l = 2k``, 5 rounds: the defaults before the
+  tenth session), ``k-means||-light`` (``oversampling_factor=0.5``,
+  ``init_rounds=2``), ``k-means||-1x2`` (``oversampling_factor=1``,
+  ``init_rounds=2``) and
   ``mppc-64`` (``k-means||`` with ``max_points_per_centroid=64``): the same
   call with that seeding. ``seed_s = total_s - run_s`` and ``seed_frac =
   seed_s / run_s`` (target: <= 0.1 at K=65536, N=2^22), ``inertia`` after 20
@@ -51,6 +53,7 @@ VARIANTS = {
     "random": dict(init="random"),
     "k-means++": dict(init="k-means++"),
     "k-means||": dict(init="k-means||"),
+    "k-means||-2x5": dict(init="k-means||", oversampling_factor=2.0, init_rounds=5),
     "k-means||-light": dict(init="k-means||", oversampling_factor=0.5, init_rounds=2),
     "k-means||-1x2": dict(init="k-means||", oversampling_factor=1.0, init_rounds=2),
     "mppc-64": dict(init="k-means||", max_points_per_centroid=64),
@@ -67,14 +70,16 @@ def estimate_seed_s(n: int, k: int, d: int, kw: dict, dtype) -> float:
     return 0.0
   if init == "k-means++":
     return harness.estimated_s(2.0 * k * trials * n * d, "float32")
-  ell = kw.get("oversampling_factor", 2.0) * k
-  rounds = kw.get("init_rounds", 5)
+  # The library's defaults (lloyd/seeding.py) where the variant leaves them out.
+  ell = kw.get("oversampling_factor", 0.25) * k
+  rounds = kw.get("init_rounds", 8)
   cands = 1 + rounds * (ell + 8 * math.sqrt(ell) + 8)
   # The library reclusters the candidates by greedy k-means++ up to 2^34
-  # multiply-adds of that step, else by batched D^2 draws and two Lloyd
-  # iterations over the candidates (about three C x k passes).
+  # multiply-adds of that step, else by batched greedy k-means++ (the same
+  # gains work, in rounds) and two Lloyd iterations over the candidates
+  # (about three more C x k passes).
   greedy = k * trials * cands * d <= 2 ** 34
-  recluster = 2.0 * d * (k * trials * cands if greedy else 3 * k * cands)
+  recluster = 2.0 * d * k * cands * (trials if greedy else trials + 3)
   return (harness.estimated_s(2.0 * rounds * n * (ell + 8 * math.sqrt(ell)) * d, dtype)
           + harness.estimated_s(recluster, "float32"))
 

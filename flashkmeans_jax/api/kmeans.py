@@ -85,8 +85,8 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       final step); default ``2 + floor(log k)`` as scikit-learn; 1 is the
       classic k-means++.
     oversampling_factor: k-means|| draws ``oversampling_factor * k`` points
-      per round in expectation (default 2).
-    init_rounds: k-means|| rounds (default 5).
+      per round in expectation (default 0.25).
+    init_rounds: k-means|| rounds (default 8).
     max_points_per_centroid: when ``N > k * max_points_per_centroid``, seed
       and iterate on a uniform sample (without replacement, usable points
       only) of ``k * max_points_per_centroid`` points, then label all points

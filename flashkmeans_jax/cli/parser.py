@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--init", default="k-means++",
                  metavar="{k-means++,k-means||,random,FILE.npy}",
                  help="seeding: k-means++ (default, greedy), k-means|| (scalable "
-                      "k-means++: 5 rounds drawing 2K points each, then k-means++ on "
+                      "k-means++: 8 rounds drawing K/4 points each, then k-means++ on "
                       "them; for large K), random, or a .npy file of [K, D] starting "
                       "centroids")
   g.add_argument("--n-init", type=int, default=1, metavar="N",

@@ -75,8 +75,8 @@ class SeedingOptions(NamedTuple):
     n_local_trials: candidates per step of greedy k-means++ (also the
       reclustering step of k-means||); ``None``: ``2 + floor(log k)``.
     oversampling_factor: k-means|| draws ``oversampling_factor * k`` points per
-      round in expectation (Bahmani et al.'s ``l``); ``None``: 2.
-    init_rounds: k-means|| rounds; ``None``: 5.
+      round in expectation (Bahmani et al.'s ``l``); ``None``: 0.25.
+    init_rounds: k-means|| rounds; ``None``: 8.
     max_points_per_centroid: when ``N > k * max_points_per_centroid`` seed and
       iterate on a uniform sample of ``k * max_points_per_centroid`` usable
       points, then label all points; ``None``: off.

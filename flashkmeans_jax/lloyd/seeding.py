@@ -100,6 +100,19 @@ def init_kmeans_plusplus(key: jax.Array, x: jax.Array, k: int,
   return centers
 
 
+# k-means||' defaults: l = k / 4 draws a round, 8 rounds (2 k candidates
+# in all, two assignment passes' worth of distances). On blobs where seeding
+# decides which clusters are found (CPU, N=65536, K=1024, D=32, 64 points a
+# centroid, 6 keys; benchmarks/NOTES.md, tenth session) this matched greedy
+# k-means++'s inertia after 20 iterations (separated: 2.178e6 against
+# 2.242e6; overlapping: 3.434e7 against 3.428e7, within one spread), as
+# (0.5, 4) and (2, 5) did, at a fifth of (2, 5)'s distance work; fewer
+# rounds found fewer blobs ((0.5, 2): 7.98e6), smaller l ((0.1, 12): 3.32e6)
+# too.
+DEFAULT_OVERSAMPLING = 0.25
+DEFAULT_ROUNDS = 8
+
+
 def round_capacity(ell: float, n_total: int) -> int:
   """Rows kept per k-means|| round: the expected ``ell`` draws plus eight
   standard deviations (a sum of Bernoulli draws has variance <= ``ell``),
@@ -109,7 +122,8 @@ def round_capacity(ell: float, n_total: int) -> int:
 
 def parallel_candidates(key: jax.Array, x: jax.Array, k: int,
                         weights: jax.Array | None = None, *, metric: str = "sqeuclidean",
-                        oversampling_factor: float = 2.0, rounds: int = 5,
+                        oversampling_factor: float = DEFAULT_OVERSAMPLING,
+                        rounds: int = DEFAULT_ROUNDS,
                         impl: str = "xla", precision: Any = None, config: Any = None,
                         combine: Combine = LOCAL) -> tuple[jax.Array, jax.Array]:
   """The weighted candidates of k-means|| (Bahmani et al., 2012).
@@ -184,12 +198,13 @@ def init_kmeans_parallel(key: jax.Array, x: jax.Array, k: int,
   weighted candidates reclustered into ``k`` (replicated on every block, so
   that step needs no communication): by greedy k-means++ when that is cheap
   (:func:`greedy_recluster`), else by :func:`recluster_batched`. Defaults:
-  ``oversampling_factor`` 2 (``l = 2k``), 5 rounds, ``n_local_trials`` ``2 +
-  floor(log k)``."""
+  ``oversampling_factor`` :data:`DEFAULT_OVERSAMPLING` (``l = k / 4``),
+  :data:`DEFAULT_ROUNDS` rounds, ``n_local_trials`` ``2 + floor(log k)``."""
   key_c, key_pp = jax.random.split(key)
   cand, cw = parallel_candidates(
       key_c, x, k, weights, metric=metric,
-      oversampling_factor=seed.oversampling_factor or 2.0, rounds=seed.init_rounds or 5,
+      oversampling_factor=seed.oversampling_factor or DEFAULT_OVERSAMPLING,
+      rounds=seed.init_rounds or DEFAULT_ROUNDS,
       impl=impl, precision=precision, config=config, combine=combine)
   if greedy_recluster(k, cand.shape[0], x.shape[1], seed.n_local_trials):
     return init_kmeans_plusplus(key_pp, cand, k, cw, metric=metric,
