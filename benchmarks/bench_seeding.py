@@ -62,7 +62,7 @@ VARIANTS = {
 
 def estimate_seed_s(n: int, k: int, d: int, kw: dict, dtype) -> float:
   """Seconds of the seeding's distance work at the harness' rates."""
-  trials = 2 + int(math.log(k))
+  trials = kw.get("n_local_trials") or 2 + int(math.log(k))
   mppc = kw.get("max_points_per_centroid")
   n = min(n, k * mppc) if mppc else n
   init = kw["init"]
@@ -76,10 +76,10 @@ def estimate_seed_s(n: int, k: int, d: int, kw: dict, dtype) -> float:
   cands = 1 + rounds * (ell + 8 * math.sqrt(ell) + 8)
   # The library reclusters the candidates by greedy k-means++ up to 2^34
   # multiply-adds of that step, else by batched greedy k-means++ (the same
-  # gains work, in rounds) and two Lloyd iterations over the candidates
-  # (about three more C x k passes).
+  # scoring work, in rounds, and one more C x k pass for the distances to
+  # the chosen seeds).
   greedy = k * trials * cands * d <= 2 ** 34
-  recluster = 2.0 * d * k * cands * (trials if greedy else trials + 3)
+  recluster = 2.0 * d * k * cands * (trials if greedy else trials + 1)
   return (harness.estimated_s(2.0 * rounds * n * (ell + 8 * math.sqrt(ell)) * d, dtype)
           + harness.estimated_s(recluster, "float32"))
 
@@ -99,8 +99,8 @@ def main() -> None:
                  help="standard-normal points, or K blobs (harness.blobs) where seeding "
                       "decides which blobs are found")
   p.add_argument("--parallel", nargs="*", default=[],
-                 help="extra k-means|| variants, each oversampling_factor,init_rounds "
-                      "(named ||<o>x<r>)")
+                 help="extra k-means|| variants, each oversampling_factor,init_rounds"
+                      "[,n_local_trials] (named ||<o>x<r>[t<trials>])")
   p.add_argument("--once", nargs="*", default=[],
                  help="variants timed by one call, compilation included (slow seedings "
                       "whose inertia is what matters: k-means++ at K=65536)")
@@ -115,10 +115,10 @@ def main() -> None:
   res = harness.Results(a.out, official=False, dtype=dtype, iters=a.iters, data=a.data)
   variants, names = dict(VARIANTS), list(a.variants)
   for spec in a.parallel:
-    o, r = spec.split(",")
-    names.append(f"||{o}x{r}")
+    o, r, *t = spec.split(",")
+    names.append(f"||{o}x{r}" + (f"t{t[0]}" if t else ""))
     variants[names[-1]] = dict(init="k-means||", oversampling_factor=float(o),
-                               init_rounds=int(r))
+                               init_rounds=int(r), **({"n_local_trials": int(t[0])} if t else {}))
   impl = harness.kernel_impl()
   for n, k, d in rows:
     x = (harness.blobs(1, n, k, d, dtype) if a.data == "blobs"

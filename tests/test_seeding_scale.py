@@ -120,7 +120,7 @@ def test_kmeans_parallel_lloyd_recluster(blobs, monkeypatch):
   # Distinct candidates: the first batch is a weighted draw without
   # replacement, later ones never draw a candidate sitting on a seed.
   cand = jnp.asarray(np.random.default_rng(0).normal(size=(40, 3)), jnp.float32)
-  seeds = recluster.recluster_batched(jax.random.key(1), cand, jnp.ones(40), 40, iters=0,
+  seeds = recluster.recluster_batched(jax.random.key(1), cand, jnp.ones(40), 40,
                                     precision=HI)
   assert len({tuple(r) for r in np.asarray(seeds).tolist()}) == 40
 
@@ -149,7 +149,7 @@ def test_recluster_batched_one_seed_per_round_is_greedy_kmeans_plusplus():
   """With one slot per round there is no rejection: each round is a step of
   greedy k-means++ whose trials are drawn without replacement."""
   seeds = jax.jit(jax.vmap(lambda key: recluster.recluster_batched(
-      key, jnp.asarray(X5), jnp.asarray(W5), 2, rounds=2, iters=0, n_local_trials=2,
+      key, jnp.asarray(X5), jnp.asarray(W5), 2, rounds=2, n_local_trials=2,
       precision=HI)))(jax.random.split(jax.random.key(3), N_KEYS))
   idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)
   counts = np.zeros((5, 5))
@@ -166,16 +166,20 @@ def test_recluster_batched_rounds_of_many_seeds_find_every_blob():
   x = jnp.asarray(x)
   for s in range(4):
     cand, cw = seeding.parallel_candidates(jax.random.key(s), x, 48, precision=HI)
-    c = recluster.recluster_batched(jax.random.key(100 + s), cand, cw, 48, rounds=4, iters=0,
+    c = recluster.recluster_batched(jax.random.key(100 + s), cand, cw, 48, rounds=4,
                                   precision=HI)
     assert bool(jnp.all(jnp.isfinite(c)))
+    # Every seed is a candidate (as greedy k-means++ leaves them): averaging
+    # candidates afterwards cost inertia on structureless data.
+    held = np.asarray(cand)[np.asarray(cw) > 0]
+    assert (np.asarray(c)[:, None] == held[None]).all(-1).any(1).all()
     nearest = ((np.asarray(c)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
     assert len(set(nearest.tolist())) >= 47, (s, sorted(nearest.tolist()))
 
 
 def test_recluster_batched_fewer_candidates_than_seeds():
   cand = jnp.asarray(np.random.default_rng(1).normal(size=(5, 3)), jnp.float32)
-  seeds = recluster.recluster_batched(jax.random.key(0), cand, jnp.ones(5), 8, iters=1,
+  seeds = recluster.recluster_batched(jax.random.key(0), cand, jnp.ones(5), 8,
                                     precision=HI)
   assert seeds.shape == (8, 3) and bool(jnp.all(jnp.isfinite(seeds)))
   # Every candidate becomes a seed; the open slots are zero rows.
