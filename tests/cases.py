@@ -420,29 +420,40 @@ def check_kmeans_matches_xla(impl, dtype=jnp.float32):
 
 def check_batched_small_d_matches_xla(impl, b=4, n=600, d=2, k=6, iters=8):
   """``batched_kmeans`` of tiny D (the dense cluster sums) with weights
-  against the XLA path from the same starts. Each member's result belongs to
-  its centroids (labels to float32 near-ties, inertia: the shared check);
-  the iterations are the same; the labels of the two paths are the same but
-  for near-ties of centroids that differ by float32 rounding (blobs of 4096
-  points in D=1 hold a few: 2 of 131,072 on the H200). A flip moves that
-  member's centroids by the point's share of its clusters, so centroids are
-  compared (to float32 rounding of the sums) on the members without one.
-  ``tol=0``: a member stops only at a fixed point, which both paths reach
-  together when their labels agree; under a positive tol the last bit of a
-  centroid shift near the threshold decides (2 of 32 members stopped one
-  iteration apart at D=4 on the H200)."""
+  against the XLA path from the same starts.
+
+  Whole runs of ``iters`` iterations: each member's result belongs to its
+  centroids (labels to float32 near-ties, inertia: the shared check), and
+  the two paths stop within one iteration of each other (the last bit of a
+  centroid shift near the default tol decides: 2 of 32 members stopped one
+  iteration apart, both ways, at D=4 on the H200). Their labels are not
+  compared: over several iterations a near-tie flip moves centroids, which
+  moves the next near-ties, and the trajectories drift (7-16 labels of
+  131,072 on the H200 at D=4).
+
+  One iteration from the same starts: the same labels feed both updates, so
+  the labels of the new centroids agree but for near-ties of centroids that
+  differ by float32 rounding (2 of 131,072 at D=1 on the H200), and the
+  centroids of members without such a flip agree to the rounding of two
+  float32 sums."""
   rng = np.random.default_rng(11)
   x = np.stack([helpers.make_blobs(rng, n, d, k)[0] for _ in range(b)]).astype(np.float32)
   w = jnp.asarray(rng.random((b, n)) + 0.5, jnp.float32)
   x = jnp.asarray(x)
   init = x[:, :k]
-  kw = dict(init=init, weights=w, precision="highest", max_iter=iters, tol=0.0)
-  a = fk.batched_kmeans(jax.random.key(0), x, k, impl=impl, **kw)
-  r = fk.batched_kmeans(jax.random.key(0), x, k, impl="xla", **kw)
+
+  def both(max_iter):
+    kw = dict(init=init, weights=w, precision="highest", max_iter=max_iter)
+    return (fk.batched_kmeans(jax.random.key(0), x, k, impl=impl, **kw),
+            fk.batched_kmeans(jax.random.key(0), x, k, impl="xla", **kw))
+
+  a, r = both(iters)
   for i in range(b):
     member = jax.tree.map(lambda v: v[i], a)
     check_kmeans_result(x[i], member, weights=w[i], precision="highest", impl=impl)
-  np.testing.assert_array_equal(np.asarray(a.n_iter), np.asarray(r.n_iter))
+  na, nr = np.asarray(a.n_iter), np.asarray(r.n_iter)
+  assert np.all(np.abs(na - nr) <= 1) and (na != nr).sum() <= max(1, b // 10), (na, nr)
+  a, r = both(1)
   differ = np.asarray(a.labels) != np.asarray(r.labels)
   assert differ.sum() <= max(2, differ.size // 20_000), int(differ.sum())
   same = ~differ.any(axis=1)
