@@ -30,10 +30,11 @@ def _chi2_ok(counts, probs, n):
   return stat <= bound, (stat, bound)
 
 
-def _pair_probs(trials):
+def _pair_probs(trials, replacement=True):
   """Exact P(first = i, second = j) of greedy k-means++ with k=2 on X5/W5:
-  first ~ w; then ``trials`` draws ~ w * D^2 and the one of lowest potential
-  (the earlier draw on ties)."""
+  first ~ w; then ``trials`` draws ~ w * D^2 (with or, for two trials,
+  without replacement) and the one of lowest potential (the earlier draw on
+  ties)."""
   x, w = X5.astype(np.float64), W5.astype(np.float64)
   n = len(x)
   d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
@@ -46,9 +47,23 @@ def _pair_probs(trials):
       continue
     for a in range(n):
       for b in range(n):
+        if replacement:
+          pab = p[a] * p[b]
+        elif a != b and p[a] < 1:
+          pab = p[a] * p[b] / (1 - p[a])
+        else:
+          continue
         best = a if pot[a] <= pot[b] else b
-        out[i, best] += w[i] / w.sum() * p[a] * p[b]
+        out[i, best] += w[i] / w.sum() * pab
   return out
+
+
+def _pair_counts(seeds):
+  """Counts of (first, second) seed over the keys' ``[keys, 2, D]`` seeds."""
+  idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)
+  counts = np.zeros((5, 5))
+  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
+  return counts
 
 
 @pytest.mark.parametrize("trials", [pytest.param(1, marks=pytest.mark.slow), 2])
@@ -56,10 +71,7 @@ def test_greedy_kmeans_plusplus_draws_match_the_definition(trials):
   seeds = jax.jit(jax.vmap(lambda key: seeding.init_kmeans_plusplus(
       key, jnp.asarray(X5), 2, jnp.asarray(W5), n_local_trials=trials, precision=HI)))(
           jax.random.split(jax.random.key(0), N_KEYS))
-  idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)  # [keys, 2]
-  counts = np.zeros((5, 5))
-  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
-  ok, detail = _chi2_ok(counts.ravel(), _pair_probs(trials).ravel(), N_KEYS)
+  ok, detail = _chi2_ok(_pair_counts(seeds).ravel(), _pair_probs(trials).ravel(), N_KEYS)
   assert ok, detail
 
 
@@ -125,36 +137,14 @@ def test_kmeans_parallel_lloyd_recluster(blobs, monkeypatch):
   assert len({tuple(r) for r in np.asarray(seeds).tolist()}) == 40
 
 
-def _pair_probs_without_replacement():
-  """Exact P(first = i, second = j) of :func:`recluster.recluster_batched` with
-  k=2 and one seed per round on X5/W5: first ~ w; then two distinct draws
-  ~ w * D^2 without replacement, and the one of larger gain (lower
-  potential; the first draw on ties)."""
-  x, w = X5.astype(np.float64), W5.astype(np.float64)
-  n = len(x)
-  d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
-  out = np.zeros((n, n))
-  for i in range(n):
-    p = w * d2[i] / (w * d2[i]).sum()
-    pot = np.array([(w * np.minimum(d2[i], d2[j])).sum() for j in range(n)])
-    for a in range(n):
-      for b in range(n):
-        if a != b and p[a] < 1:
-          best = a if pot[a] <= pot[b] else b
-          out[i, best] += w[i] / w.sum() * p[a] * p[b] / (1 - p[a])
-  return out
-
-
 def test_recluster_batched_one_seed_per_round_is_greedy_kmeans_plusplus():
   """With one slot per round there is no rejection: each round is a step of
   greedy k-means++ whose trials are drawn without replacement."""
   seeds = jax.jit(jax.vmap(lambda key: recluster.recluster_batched(
       key, jnp.asarray(X5), jnp.asarray(W5), 2, rounds=2, n_local_trials=2,
       precision=HI)))(jax.random.split(jax.random.key(3), N_KEYS))
-  idx = (np.asarray(seeds)[:, :, None, :] == X5[None, None]).all(-1).argmax(-1)
-  counts = np.zeros((5, 5))
-  np.add.at(counts, (idx[:, 0], idx[:, 1]), 1)
-  ok, detail = _chi2_ok(counts.ravel(), _pair_probs_without_replacement().ravel(), N_KEYS)
+  ok, detail = _chi2_ok(_pair_counts(seeds).ravel(),
+                        _pair_probs(2, replacement=False).ravel(), N_KEYS)
   assert ok, detail
 
 
@@ -164,10 +154,13 @@ def test_recluster_batched_rounds_of_many_seeds_find_every_blob():
   found 36-40 of the 48 here)."""
   x, centers, _ = helpers.make_blobs(np.random.default_rng(5), 48 * 30, 4, 48, spread=40.0)
   x = jnp.asarray(x)
+  @jax.jit
+  def seed(kc, kr):
+    cand, cw = seeding.parallel_candidates(kc, x, 48, precision=HI)
+    return cand, cw, recluster.recluster_batched(kr, cand, cw, 48, rounds=4, precision=HI)
+
   for s in range(4):
-    cand, cw = seeding.parallel_candidates(jax.random.key(s), x, 48, precision=HI)
-    c = recluster.recluster_batched(jax.random.key(100 + s), cand, cw, 48, rounds=4,
-                                  precision=HI)
+    cand, cw, c = seed(jax.random.key(s), jax.random.key(100 + s))
     assert bool(jnp.all(jnp.isfinite(c)))
     # Every seed is a candidate (as greedy k-means++ leaves them): averaging
     # candidates afterwards cost inertia on structureless data.
@@ -179,8 +172,8 @@ def test_recluster_batched_rounds_of_many_seeds_find_every_blob():
 
 def test_recluster_batched_fewer_candidates_than_seeds():
   cand = jnp.asarray(np.random.default_rng(1).normal(size=(5, 3)), jnp.float32)
-  seeds = recluster.recluster_batched(jax.random.key(0), cand, jnp.ones(5), 8,
-                                    precision=HI)
+  seeds = jax.jit(lambda key: recluster.recluster_batched(key, cand, jnp.ones(5), 8,
+                                                          precision=HI))(jax.random.key(0))
   assert seeds.shape == (8, 3) and bool(jnp.all(jnp.isfinite(seeds)))
   # Every candidate becomes a seed; the open slots are zero rows.
   got = {tuple(r) for r in np.asarray(seeds).round(6).tolist()}
