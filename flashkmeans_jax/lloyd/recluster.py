@@ -79,14 +79,16 @@ def recluster_batched(key: jax.Array, cand: jax.Array, cw: jax.Array, k: int, *,
      before the round;
   3. the winners, by decreasing gain, are kept with probability ``min(1,
      min_j d(winner, winner_j) / D_winner)`` over the winners before them:
-     the rejection step that turns a draw proportional to the stale ``D``
-     into one proportional to the distance to every seed chosen so far, if
-     those winners were all kept. Without it two winners of one round often
-     land in the same uncovered blob.
+     the test of rejection sampling (a draw made proportionally to the stale
+     ``D`` and kept with probability ``D' / D`` is a draw proportional to
+     ``D' <= D``), with ``D'`` counting every earlier winner of the round as
+     chosen. Without it two winners of one round often land in the same
+     uncovered blob.
 
   Rounds go on until ``k`` seeds are chosen, no candidate is left at a
   positive distance, or ``max_rounds``; open slots are then filled by plain
-  draws proportional to ``cw * D`` (zero rows if the candidates run out).
+  draws proportional to ``cw * D`` (repeats of chosen candidates, or zero
+  rows of the padding, once no candidate is left at a positive distance).
   Every seed is a candidate. Nearest-seed distances come from the
   assignment op against each round's winners only; the gains from blocks
   of a dense candidates x draws matrix in ``dtype`` (float32 accumulation):
@@ -131,7 +133,7 @@ def recluster_batched(key: jax.Array, cand: jax.Array, cw: jax.Array, k: int, *,
     k_draw, k_keep = jax.random.split(jax.random.fold_in(key_rounds, r))
     score, idx = lax.top_k(_gumbel_scores(k_draw, cw * closest), m * trials)
     gain = jnp.where(score > -jnp.inf, gains(cand[idx], closest), -1.0)
-    # Ranks r, r + m, r + 2m, ... form group r: each group mixes strong and
+    # Ranks j, j + m, j + 2m, ... form group j: each group mixes strong and
     # weak draws alike.
     group_gain = gain.reshape(trials, m)
     best = jnp.argmax(group_gain, 0)

@@ -87,7 +87,8 @@ def _assign_bwd(metric, impl, precision, config, runner_up, res, cts):
   rows into K, the same bits on every run, and no ``[N, D]`` float32 rows
   written or read; for small ``N * D``, where the sort costs more than the
   sums, XLA's segment sum: see
-  :func:`~flashkmeans_jax.ops.cluster_sums.config.backward_sums_impl`), with ``S_k = sum_{i in k} w_i x_i`` and ``G_k = sum w_i``:
+  :func:`~flashkmeans_jax.ops.cluster_sums.config.backward_sums_impl`),
+  with ``S_k = sum_{i in k} w_i x_i`` and ``G_k = sum w_i``:
 
   * sqeuclidean, ``w = g``: ``sum_i -2 g_i (x_i - c_k) = 2 (c_k G_k - S_k)``;
   * dot, ``w = g``: ``-S_k``;
