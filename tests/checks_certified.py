@@ -105,7 +105,8 @@ def fast_wrong(x, c, metric: str, impl: str, precision) -> int:
   return int((s[np.arange(len(labels)), labels] > s.min(1)).sum())
 
 
-def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_iter: int = 60):
+def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_iter: int = 60,
+                     chained: bool = False):
   """Lloyd's loop of :func:`flashkmeans_jax.kmeans` against scikit-learn's
   (float64, the same float32 data and initial centroids), one iteration count
   at a time, up to the first iteration whose labels differ or to both runs'
@@ -120,6 +121,12 @@ def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_it
   twice that plus the stated tie width of the assignment (our labels are
   checked to be the float64 argmin of our centroids up to that width).
   Returns ``(iterations compared, labels differing at the end)``.
+
+  ``chained``: iteration count ``it`` is one ``max_iter=1`` call from the
+  centroids of count ``it - 1`` (one compiled program instead of one per
+  count; the loop body is the same); at the end one ``max_iter=it`` call of
+  the loop must give the chain's centroids, labels and per-iteration
+  inertias bit for bit, so the comparison is still of the loop's iterates.
   """
   import warnings
 
@@ -130,13 +137,37 @@ def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_it
   x64 = np.asarray(x, np.float64)
   k = init.shape[0]
   scale = float(np.abs(x64).max())
+  def run(start, n):
+    return fk.kmeans(jax.random.key(0), jnp.asarray(x), k, init=jnp.asarray(start),
+                     max_iter=n, tol=0.0, impl=impl, precision=precision, empty="farthest")
+
+  def same_as_loop(it, r, history):
+    # The chain's iterate `it` is the loop's, bit for bit (centroids, labels
+    # and the inertia of every iteration up to where the loop stopped).
+    if not chained:
+      return
+    loop = run(init, it)
+    n = int(loop.n_iter)
+    np.testing.assert_array_equal(np.asarray(loop.centroids), np.asarray(r.centroids))
+    np.testing.assert_array_equal(np.asarray(loop.labels), np.asarray(r.labels))
+    np.testing.assert_array_equal(np.asarray(loop.inertia_history)[:n], history[:n])
+    assert bool(loop.converged) == fixed, (it, n, fixed)
+
+  start, history, fixed = init, [], False
   for it in range(1, max_iter + 1):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # ConvergenceWarning at small max_iter
       sk = KMeans(k, init=np.asarray(init, np.float64), n_init=1, max_iter=it, tol=0.0,
                   algorithm="lloyd").fit(x64)
-    r = fk.kmeans(jax.random.key(0), jnp.asarray(x), k, init=jnp.asarray(init), max_iter=it,
-                  tol=0.0, impl=impl, precision=precision, empty="farthest")
+    if chained:
+      r = run(start, 1)
+      start = r.centroids
+      history.append(np.asarray(r.inertia_history)[0])
+      fixed = fixed or bool(r.converged)  # the loop stops at its first fixed point
+      converged = fixed
+    else:
+      r = run(init, it)
+      converged = bool(r.converged)
     ours = np.asarray(r.labels)
     c = np.asarray(r.centroids, np.float64)
     diff = np.flatnonzero(ours != sk.labels_)
@@ -157,7 +188,10 @@ def lloyd_vs_sklearn(x, init, *, impl: str, precision: str = "certified", max_it
       allowed = (2.0 * (2.0 * np.maximum(da, db) * delta + delta ** 2)
                  + 2.0 * np.asarray(cert.tie, np.float64)[diff])
       assert np.all(gap <= allowed), (it, diff[gap > allowed], gap, allowed)
+      same_as_loop(it, r, np.asarray(history))
       return it, diff.size
-    if bool(r.converged) and sk.n_iter_ < it:
+    if converged and sk.n_iter_ < it:
+      same_as_loop(it, r, np.asarray(history))
       return it, 0
+  same_as_loop(max_iter, r, np.asarray(history))
   return max_iter, 0

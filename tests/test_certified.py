@@ -274,6 +274,6 @@ def test_lloyd_matches_sklearn(std):
                     center_box=(-20.0, 20.0), random_state=3)
   x = x.astype(np.float32)
   init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
-  its, differing = cc.lloyd_vs_sklearn(x, init, impl="xla", max_iter=40)
+  its, differing = cc.lloyd_vs_sklearn(x, init, impl="xla", max_iter=40, chained=True)
   print("iterations compared", its, "differing", differing)
   assert its >= 2 and differing <= 2, (its, differing)
