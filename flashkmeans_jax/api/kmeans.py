@@ -33,7 +33,8 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
            verbose: bool = False, config: Any = None, return_order: bool = False,
            n_local_trials: int | None = None, oversampling_factor: float | None = None,
            init_rounds: int | None = None,
-           max_points_per_centroid: int | None = None) -> KMeansResult:
+           max_points_per_centroid: int | None = None,
+           final_assign: bool = True) -> KMeansResult:
   """Exact k-means (Lloyd's algorithm) in one compiled loop.
 
   Args:
@@ -92,6 +93,16 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       only) of ``k * max_points_per_centroid`` points, then label all points
       (FAISS's rule; default ``None``: off). ``inertia`` and ``labels`` are
       then of all points, ``inertia_history`` of the sample.
+    final_assign: ``True`` (default): after the loop every point is assigned
+      once more, so ``labels`` and ``inertia`` belong to the returned
+      centroids (skipped, with the same result, when the last iteration
+      changed no centroid). ``False``: they are the last iteration's
+      assignment, of the centroids *before* its update (what the official
+      flash-kmeans returns), which saves that pass: a third of a warm-started
+      2-iteration call. They then belong to the returned centroids only at a
+      fixed point, and ``inertia`` equals the last entry of
+      ``inertia_history``. With a ``max_points_per_centroid`` sample the
+      final pass labels all points either way.
 
   Weights are divided by the power of two at or above the largest one before
   use (exact), so weights as large as 1e30 or as small as 1e-30 cluster as
@@ -111,21 +122,23 @@ def kmeans(key: jax.Array, x: jax.Array, k: int, *, init: str | jax.Array = "k-m
       n_local_trials=n_local_trials, oversampling_factor=oversampling_factor,
       init_rounds=init_rounds, max_points_per_centroid=max_points_per_centroid)
   return_order = validation.check_bool(return_order, "return_order")
+  final_assign = validation.check_bool(final_assign, "final_assign")
   if mesh.is_row_sharded(x):
-    _sharded_supports(seed, return_order, init)
+    _sharded_supports(seed, return_order, init, final_assign)
     return sharded_api.sharded_kmeans(
         key, x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
         n_init=n_init, empty=empty, impl=impl, precision=precision,
         check_finite=check_finite, verbose=verbose, config=config)
   validation.check_points(x)
-  fold = _fold_check(x, check_finite, verbose)
+  fold_x, fold_init = _fold_check(x, check_finite, verbose), _fold_init(x, init, verbose)
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, check_finite_values=check_finite and not fold,
-      check_init_values=not _fold_init(init, fold))
-  out = loop.run_compiled(key, x, weights, init_array, opts, seed, return_order, fold)
-  return _checked_result(x, init_array, out) if fold else out
+      verbose=verbose, check_finite_values=check_finite and not fold_x,
+      check_init_values=not fold_init, final_assign=final_assign)
+  flags = True if fold_x else ("init" if fold_init else False)
+  out = loop.run_compiled(key, x, weights, init_array, opts, seed, return_order, flags)
+  return _checked_result(x, init_array, out, fold_x) if flags else out
 
 
 # Squared row norms above this (half the limit of values.check_finite, far
@@ -145,41 +158,48 @@ def _fold_check(x, check_finite, verbose) -> bool:
           and not isinstance(x, jax.core.Tracer))
 
 
-def _fold_init(init, fold: bool) -> bool:
+def _fold_init(x, init, verbose) -> bool:
   """Whether the finiteness check of an explicit ``init`` (always made, even
-  with ``check_finite=False``) rides inside the compiled run too: with the
-  data's folded check, for a device array (a warm start is usually the
-  previous call's centroids, already on the device)."""
-  return (fold and isinstance(init, jax.Array)
-          and not isinstance(init, jax.core.Tracer))
+  with ``check_finite=False``) rides inside the compiled run too: for a
+  device array (a warm start is usually the previous call's centroids,
+  already on the device) with device data, outside a trace and without
+  ``verbose``, as for the data's folded check (with ``check_finite=False``
+  the eager check alone was one more dispatch and host sync per call, which
+  made the unchecked warm call slower than the checked one)."""
+  return (not verbose and isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+          and isinstance(init, jax.Array) and not isinstance(init, jax.core.Tracer))
 
 
-def _checked_result(x, init_array, out):
+def _checked_result(x, init_array, out, check_x: bool = True):
   """The result of a folded check: when the flags computed in the run
-  (:func:`loop.data_flags`) show a non-finite ``init``, or NaN/Inf or a row
-  norm near the overflow limit in ``x``, the exact eager checks run and raise
-  their usual errors (same messages, same rules, ``init`` first as in
-  :func:`validation.lloyd_options`); clean inputs cost one transfer of three
-  scalars after the run."""
+  (:func:`loop.data_flags`) show a non-finite ``init``, or (``check_x``)
+  NaN/Inf or a row norm near the overflow limit in ``x``, the exact eager
+  checks run and raise their usual errors (same messages, same rules,
+  ``init`` first as in :func:`validation.lloyd_options`); clean inputs cost
+  one transfer of three scalars after the run."""
   res, flags = out
   if isinstance(flags, jax.core.Tracer):
     # A concrete x closed over by a traced function: the eager checks can
     # still read it (the flags cannot leave the trace).
     if init_array is not None:
       values.check_finite(init_array, "init")
-    values.check_finite(x)
+    if check_x:
+      values.check_finite(x)
     return res
   finite, norm, init_ok = (float(v) for v in jax.device_get(flags))
   if init_array is not None and not init_ok:
     values.check_finite(init_array, "init")
-  if not (finite and norm <= _SUSPECT_NORM):
+  if check_x and not (finite and norm <= _SUSPECT_NORM):
     values.check_finite(x)
   return res
 
 
-def _sharded_supports(seed, return_order, init) -> None:
+def _sharded_supports(seed, return_order, init, final_assign) -> None:
   """The sharded driver does not take these options yet: refuse rather than
   ignore them."""
+  if not final_assign:
+    raise ValueError("row-sharded x: final_assign=False is not supported by the sharded "
+                     "driver yet; gather x")
   if return_order or seed != type(seed)() or (isinstance(init, str) and init == "k-means||"):
     raise ValueError(
         "row-sharded x: return_order, init='k-means||', n_local_trials, "
@@ -198,7 +218,8 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
                    n_local_trials: int | None = None,
                    oversampling_factor: float | None = None,
                    init_rounds: int | None = None,
-                   max_points_per_centroid: int | None = None) -> KMeansResult:
+                   max_points_per_centroid: int | None = None,
+                   final_assign: bool = True) -> KMeansResult:
   """B independent clusterings of ``x [B, N, D]`` in one compiled call.
 
   Equivalent to ``jax.vmap(kmeans)`` over the leading axis with keys
@@ -214,8 +235,8 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   nor become a seed. ``init`` may be a name, ``[k, D]`` (shared) or
   ``[B, k, D]``.
 
-  The seeding options, ``max_points_per_centroid`` and ``return_order`` are
-  those of :func:`kmeans`, applied per member.
+  The seeding options, ``max_points_per_centroid``, ``return_order`` and
+  ``final_assign`` are those of :func:`kmeans`, applied per member.
 
   Returns a :class:`KMeansResult` whose fields gain a leading ``B`` axis:
   per member ``inertia [B]``, ``n_iter [B]``, ``converged [B]``,
@@ -231,12 +252,12 @@ def batched_kmeans(key: jax.Array, x: jax.Array, k: int, *,
   return_order = validation.check_bool(return_order, "return_order")
   validation.check_points(x, ndim=3)
   b = x.shape[0]
-  fold = _fold_check(x, check_finite, verbose)
+  fold_x, fold_init = _fold_check(x, check_finite, verbose), _fold_init(x, init, verbose)
   opts, init_array = validation.lloyd_options(
       x, k, init=init, max_iter=max_iter, tol=tol, metric=metric, weights=weights,
       n_init=n_init, empty=empty, impl=impl, precision=precision, config=config,
-      verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold,
-      check_init_values=not _fold_init(init, fold))
-  out = loop.run_batched(key, x, weights, init_array, opts, seed,
-                         return_order, fold)
-  return _checked_result(x, init_array, out) if fold else out
+      verbose=verbose, batch=(b,), check_finite_values=check_finite and not fold_x,
+      check_init_values=not fold_init, final_assign=final_assign)
+  flags = True if fold_x else ("init" if fold_init else False)
+  out = loop.run_batched(key, x, weights, init_array, opts, seed, return_order, flags)
+  return _checked_result(x, init_array, out, fold_x) if flags else out

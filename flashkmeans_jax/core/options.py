@@ -30,6 +30,8 @@ class LloydOptions(NamedTuple):
     verbose: print progress every iteration.
     init: ``"k-means++"``, ``"random"`` or ``"array"`` (explicit centroids).
     n_init: restarts (1 with an explicit init).
+    final_assign: label the points once more after the loop, for the
+      returned centroids (``False``: the last iteration's labels stand).
   """
 
   k: int
@@ -43,3 +45,4 @@ class LloydOptions(NamedTuple):
   verbose: bool = False
   init: str = "k-means++"
   n_init: int = 1
+  final_assign: bool = True

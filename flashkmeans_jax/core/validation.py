@@ -303,7 +303,8 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
                   n_init: Any = 1, empty: Any = "keep", impl: Any = None,
                   precision: Any = None, config: Any = None, verbose: bool = False,
                   batch: tuple[int, ...] = (), check_finite_values: bool = True,
-                  check_init_values: bool = True) -> tuple[LloydOptions, Any]:
+                  check_init_values: bool = True,
+                  final_assign: Any = True) -> tuple[LloydOptions, Any]:
   """Validates the arguments of a k-means call once; returns the
   :class:`LloydOptions` the lower layers trust and the init array (or None).
 
@@ -321,6 +322,7 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
   n_init = check_positive_int(n_init, "n_init")
   tol = check_tol(tol)
   empty = check_empty(empty)
+  final_assign = check_bool(final_assign, "final_assign")
   check_weights(weights, n, batch, require_positive=True)
   mode, init_array = check_init(init, k, d, batch)
   if mode == "array":
@@ -335,7 +337,7 @@ def lloyd_options(x: Any, k: Any, *, init: Any = "k-means++", max_iter: Any = 30
     check_finite(x)
   opts = LloydOptions(k=k, max_iter=max_iter, tol=tol, metric=metric, empty=empty,
                       impl=impl, precision=precision, config=config, verbose=bool(verbose),
-                      init=mode, n_init=n_init)
+                      init=mode, n_init=n_init, final_assign=final_assign)
   return opts, init_array
 
 
