@@ -15,11 +15,12 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
-@pytest.mark.parametrize("n", [16384, 65536])
+@pytest.mark.parametrize("n", [16384, 262144])
 def test_centroid_gradient_equals_float64(dtype, metric, n):
   # The CPU tests' checker (float64 reference, bounds from float32 rounding
   # with the GPU's accumulation roundoff) on the real sort-inverse kernel
-  # (N=65536) and on XLA's segment sums, which small rows take (N=16384).
+  # (N=262144: N*D = 2^24) and on XLA's segment sums, which rows up to
+  # N*D = 2^23 take (N=16384).
   from flashkmeans_jax.ops.cluster_sums import config
   assert config.backward_sums_impl(n, 64, "pallas") == ("xla" if n == 16384 else "pallas")
   rng = np.random.default_rng(0)

@@ -60,10 +60,14 @@ DENSE_MAX_WORK = 96
 # N=65536, D=32 (K=512, 1024) sorting 65536 labels alone took 0.10-0.15 ms
 # and the sort-inverse sums 0.11-0.14 ms against 0.055 ms for XLA's
 # segment sum: value_and_grad / forward 1.33-2.13 with XLA, 2.01-3.16 with
-# the kernel. At N=262144, D=64 the kernel won (2.10 vs 2.21). Up to this
-# many elements the backward takes XLA's sums (atomics: not bit-identical
-# from run to run on the GPU).
-BACKWARD_XLA_MAX_ELEMENTS = 1 << 21
+# the kernel. At N=262144, D=64 (2^24 elements) the kernel won (2.10 vs
+# 2.21). Eleventh session, both ways on six rows of 2^22-2^23 elements
+# (training-bwd-threshold_h200_2026-12-03.json): XLA won every one, e.g.
+# 65536x64, K=1024: 1.88 against 2.53 (bfloat16), 1.64 against 2.44
+# (float32); 131072x64: 1.92 / 1.84 (bfloat16, a tie), 1.49 / 1.75
+# (float32). Up to this many elements the backward takes XLA's sums
+# (atomics: not bit-identical from run to run on the GPU).
+BACKWARD_XLA_MAX_ELEMENTS = 1 << 23
 
 
 def backward_sums_impl(n: int, d: int, impl: str) -> str:
